@@ -1,0 +1,1 @@
+"""Compiled kernels (private). Python code outside matderiv never imports these."""
