@@ -45,8 +45,15 @@ def available_bytes() -> int | None:
         return None
 
 
-def _resolve_limit(max_bytes: int | None) -> int | None:
+#: Below this, the default limit is not looked up: reading /proc/meminfo costs more
+#: than writing such an output, and an allocation this small that fails still raises.
+_SMALL_OUTPUT = 16 * 2**20
+
+
+def _resolve_limit(max_bytes: int | None, nbytes: int) -> int | None:
     if max_bytes is None:
+        if nbytes < _SMALL_OUTPUT and "MATDERIV_MAX_BYTES" not in os.environ:
+            return None
         return available_bytes()
     if isinstance(max_bytes, bool) or not isinstance(max_bytes, (int, np.integer)):
         raise TypeError(f"max_bytes: expected an int or None, got {type(max_bytes).__name__}")
@@ -66,8 +73,8 @@ def check_output_bytes(
 
     Sizes are multiplied as Python ints, so they cannot overflow.
     """
-    limit = _resolve_limit(max_bytes)
     nbytes = sum(math.prod(int(d) for d in shape) * np.dtype(dt).itemsize for shape, dt in parts)
+    limit = _resolve_limit(max_bytes, nbytes)
     if limit is None or nbytes <= limit:
         return
     desc = " + ".join(f"{tuple(int(d) for d in shape)} {np.dtype(dt).name}" for shape, dt in parts)

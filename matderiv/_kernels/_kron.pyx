@@ -88,21 +88,23 @@ def sparse_cols(
     bint contiguous,           # I (x) x^T (True) or x^T (x) I (False)
     int n_threads,
 ):
-    """CSC arrays of the same matrix as sparse_rows: column c holds one entry per sample."""
-    cdef Py_ssize_t S = x.shape[0], K = x.shape[1], C = R * K, c, s, i, k, base
-    if C == 0 or S == 0:
+    """CSC arrays of the same matrix as sparse_rows: column c holds one entry per sample.
+
+    Column c = i*K + k (contiguous) or c = k*R + i (strided) holds x[s, k] at row s*R + i.
+    """
+    cdef Py_ssize_t S = x.shape[0], K = x.shape[1], o, q, s, base
+    cdef Py_ssize_t outer = R if contiguous else K
+    cdef Py_ssize_t inner = K if contiguous else R
+    # (i, k) = (o, q) when contiguous, (q, o) when strided, without a branch in the loop
+    cdef Py_ssize_t i_o = contiguous, i_q = 1 - contiguous
+    if R == 0 or K == 0 or S == 0:
         return
     cdef numeric *d0 = &data[0]
     cdef index_t *r0 = &indices[0]
     cdef const numeric *x0 = &x[0, 0]
-    for c in prange(C, schedule="static", nogil=True, num_threads=n_threads):
-        if contiguous:
-            i = c // K
-            k = c - i * K
-        else:
-            k = c // R
-            i = c - k * R
-        base = c * S
+    for o in prange(outer, schedule="static", nogil=True, num_threads=n_threads):
         for s in range(S):
-            d0[base + s] = x0[s * K + k]
-            r0[base + s] = <index_t>(s * R + i)
+            base = o * inner * S + s
+            for q in range(inner):
+                d0[base + q * S] = x0[s * K + o * i_q + q * i_o]
+                r0[base + q * S] = <index_t>(s * R + o * i_o + q * i_q)

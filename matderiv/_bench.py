@@ -1,0 +1,64 @@
+"""Timing helpers for `python -m matderiv bench`: every row times matderiv, the plain
+numpy/scipy ways of computing the same thing, and the write-once floor, in one run."""
+from __future__ import annotations
+
+import gc
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TextIO
+
+import numpy as np
+
+
+def best_time(fn: Callable[[], object], repeat: int) -> float:
+    """Best wall time in seconds of `repeat` calls (garbage collector paused)."""
+    fn()  # warm-up: first touch of code paths and caches
+    best = float("inf")
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        for _ in range(repeat):
+            t0 = time.perf_counter()
+            fn()
+            best = min(best, time.perf_counter() - t0)
+    finally:
+        if enabled:
+            gc.enable()
+    return best
+
+
+def floor_time(nbytes: int, repeat: int) -> float:
+    """The floor for a memory-bound kernel: allocate nbytes fresh and write each byte once,
+    on one thread (np.empty + fill(0))."""
+    count = max(1, nbytes // 8)
+
+    def write_once() -> None:
+        a = np.empty(count, dtype=np.float64)
+        a.fill(0)
+
+    return best_time(write_once, repeat)
+
+
+@dataclass
+class Row:
+    """One benchmarked case: matderiv's time, the floor (if memory-bound) and references."""
+
+    case: str
+    ours: float
+    floor: float | None = None
+    refs: dict[str, float] = field(default_factory=dict)
+
+
+def print_table(rows: list[Row], file: TextIO) -> None:
+    """One line per (case, reference): times in ms and ratios (speedup > 1: matderiv faster)."""
+    head = f"{'case':46s} {'matderiv ms':>11s} {'/floor':>7s}  {'reference':36s} {'ref ms':>9s} {'speedup':>8s}"
+    print(head, file=file)
+    print("-" * len(head), file=file)
+    for row in rows:
+        ratio = f"{row.ours / row.floor:7.2f}" if row.floor else f"{'-':>7s}"
+        refs = list(row.refs.items()) or [("-", float("nan"))]
+        for k, (name, t) in enumerate(refs):
+            lead = f"{row.case:46s} {row.ours * 1e3:11.3f} {ratio}" if k == 0 else " " * 66
+            speed = f"{t / row.ours:7.2f}x" if t == t else f"{'-':>8s}"
+            print(f"{lead}  {name:36s} {t * 1e3:9.3f} {speed}", file=file)
