@@ -14,13 +14,23 @@ import matderiv as md
 
 
 def _show(title: str, arr: object, file: TextIO) -> None:
-    print(f"\n{title}", file=file)
+    if title:
+        print(f"\n{title}", file=file)
     print(np.array2string(np.asarray(arr), precision=3, suppress_small=True, max_line_width=110), file=file)
 
 
 def _checked(label: str, f, W: np.ndarray, J, file: TextIO) -> None:
     res = md.check_jacobian(f, W, J)
     print(f"  finite differences agree: {label} (worst abs error {res.max_abs_error:.1e} at {res.max_abs_index})", file=file)
+
+
+def _caught(label: str, f, W: np.ndarray, claim, file: TextIO) -> None:
+    try:
+        md.check_jacobian(f, W, claim)
+    except md.JacobianMismatch as exc:
+        print(f"  a wrong claim, {label}, is caught:\n    {exc}", file=file)
+    else:
+        raise AssertionError(f"the wrong claim {label} passed the finite-difference check")
 
 
 def demo(n: int = 2, m: int = 3, seed: int = 0, file: TextIO = sys.stdout) -> None:
@@ -35,6 +45,7 @@ def demo(n: int = 2, m: int = 3, seed: int = 0, file: TextIO = sys.stdout) -> No
     _show(f"1. The exact answer: a third-order tensor D[i, a, b] = delta_ia * x_b, shape {J.shape}", J.toarray(), file)
     _checked("D (numerator layout)", lambda W_: W_ @ x, W, J, file)
     print(f"   denominator layout (W's axes first): shape {J.toarray('denominator').shape}", file=file)
+    _caught("'every entry of d(Wx)/dW is 1'", lambda W_: W_ @ x, W, np.ones(J.shape), file)
 
     _show("2. Vectorized, column-major vec(W) (order='F'): x^T kron I_n", J.tovec("F"), file)
     print(f"  equals np.kron(x[None], np.eye(n)): {np.array_equal(J.tovec('F'), np.kron(x[None], np.eye(n)))}", file=file)
@@ -72,14 +83,7 @@ def demo(n: int = 2, m: int = 3, seed: int = 0, file: TextIO = sys.stdout) -> No
     T = md.jacobian_wx(xw, n, W=W, dx_dW=dx)
     print(f"\n7. Dependent case x = tanh(W^T y): the product rule adds W @ dx/dW\n  {T!r}", file=file)
     _checked("total derivative", lambda W_: W_ @ np.tanh(W_.T @ y), W, T, file)
-    for label, claim in (
-        ("ignoring the product rule", md.jacobian_wx(xw, n)),
-        ("'every entry of d(Wx)/dW is 1'", np.ones(J.shape)),
-    ):
-        try:
-            md.check_jacobian(lambda W_: W_ @ np.tanh(W_.T @ y), W, claim)
-        except md.JacobianMismatch as exc:
-            print(f"  a wrong claim, {label}, is caught:\n    {exc}", file=file)
+    _caught("ignoring the product rule", lambda W_: W_ @ np.tanh(W_.T @ y), W, md.jacobian_wx(xw, n), file)
 
 
 def _machine() -> str:

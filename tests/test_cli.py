@@ -1,0 +1,50 @@
+"""python -m matderiv demo | bench: the command line."""
+import io
+import subprocess
+import sys
+
+import pytest
+
+from matderiv.__main__ import demo, main
+
+
+def test_demo_shows_every_form_and_its_check():
+    buf = io.StringIO()
+    demo(n=3, m=4, seed=1, file=buf)
+    text = buf.getvalue()
+    for needle in (
+        "shape (3, 3, 4)",  # tensor
+        "x^T kron I_n",  # vec F
+        "I_n kron x^T",  # vec C
+        "12 stored entries = n*m",  # sparse pattern
+        "Row convention",
+        "per-sample gradients",
+        "Dependent case",
+        "ignoring the product rule, is caught",
+        "'every entry of d(Wx)/dW is 1', is caught",
+    ):
+        assert needle in text
+    assert text.count("finite differences agree") >= 5
+    assert "equals np.kron(x[None], np.eye(n)): True" in text
+
+
+def test_demo_as_a_module():
+    res = subprocess.run(
+        [sys.executable, "-m", "matderiv", "demo", "--n", "2", "--m", "2"],
+        capture_output=True, text=True, check=True,
+    )
+    assert "Dependent case" in res.stdout
+
+
+@pytest.mark.parametrize("argv", [["demo", "--n", "0"], ["demo", "--m", "x"], ["nope"], []])
+def test_bad_arguments_exit_with_usage(argv, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    assert "usage" in capsys.readouterr().err
+
+
+def test_bad_size_message(capsys):
+    with pytest.raises(SystemExit):
+        main(["demo", "--n", "99"])
+    assert "expected an int from 1 to 50, got 99" in capsys.readouterr().err
