@@ -74,6 +74,12 @@ def contiguous(arr: np.ndarray, dtype: np.dtype) -> np.ndarray:
     return np.ascontiguousarray(arr, dtype=np.dtype(dtype).newbyteorder("="))
 
 
+def owned(arr: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """A private C-contiguous copy: what a lazy object keeps, so that later changes to the
+    caller's array cannot change it (O(input) memory)."""
+    return np.array(arr, dtype=np.dtype(dtype).newbyteorder("="), order="C", copy=True)
+
+
 def check_size(value: Any, name: str) -> int:
     """A dimension such as n: a non-negative int (numpy integers accepted, bool refused)."""
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
@@ -119,7 +125,7 @@ def check_out(out: Any, shape: tuple[int, ...], dtype: np.dtype, inputs: Iterabl
         raise TypeError(f"out: expected a numpy.ndarray, got {type(out).__name__}")
     if out.shape != tuple(shape):
         raise ValueError(f"out: expected shape {_shape_str(tuple(shape))}, got {_shape_str(out.shape)}")
-    if out.dtype != dtype:
+    if out.dtype.newbyteorder("=") != dtype:  # byte order is checked below, with its own message
         raise ValueError(f"out: expected dtype {np.dtype(dtype).name}, got {out.dtype.name}")
     if not out.flags.c_contiguous:
         raise ValueError("out: expected a C-contiguous array, got a non-contiguous one")

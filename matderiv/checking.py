@@ -9,6 +9,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from . import _validation as v
+from ._memory import check_output_bytes
 from .jacobian import Jacobian
 
 __all__ = ["JacobianCheck", "JacobianMismatch", "check_jacobian", "numerical_jacobian"]
@@ -42,22 +43,31 @@ def _work_dtype(dtype: np.dtype) -> np.dtype:
 
 
 def numerical_jacobian(
-    f: Callable[[np.ndarray], ArrayLike], W: ArrayLike, *, eps: float | None = None
+    f: Callable[[np.ndarray], ArrayLike],
+    W: ArrayLike,
+    *,
+    eps: float | None = None,
+    max_bytes: int | None = None,
 ) -> np.ndarray:
     """Central differences (f(W + h E_ab) - f(W - h E_ab)) / 2h, shape f(W).shape + W.shape.
 
     W is perturbed in float64 (complex128 for complex W: the holomorphic derivative
     along the real axis); h = eps * max(1, |W_ab|), eps defaulting to cbrt(float64 eps).
-    Costs 2 * W.size calls of f.
+    Costs 2 * W.size calls of f; the result is guarded by max_bytes like every
+    materializing call.
     """
     arr = v.as_array(W, "W", range(0, 33))
-    W0 = np.array(arr, dtype=_work_dtype(v.common_dtype({"W": arr})))
+    # order="C": Wflat below must be a view of W0 (a Fortran-ordered copy would make
+    # reshape(-1) a copy, and every perturbation would be lost)
+    W0 = np.array(arr, dtype=_work_dtype(v.common_dtype({"W": arr})), order="C")
     if eps is None:
         eps = float(np.cbrt(np.finfo(np.float64).eps))
     elif not (isinstance(eps, (int, float, np.floating)) and np.isfinite(eps) and eps > 0):
         raise ValueError(f"eps: expected a positive finite float, got {eps!r}")
     f0 = np.asarray(f(W0.copy()))
-    J = np.empty(f0.shape + W0.shape, dtype=np.result_type(f0.dtype, W0.dtype, np.float64))
+    shape, dtype = f0.shape + W0.shape, np.result_type(f0.dtype, W0.dtype, np.float64)
+    check_output_bytes([(shape, dtype)], what="numerical_jacobian", max_bytes=max_bytes, hint="")
+    J = np.empty(shape, dtype=dtype)
     Jflat = J.reshape(f0.size, W0.size)
     Wflat = W0.reshape(-1)
     for k in range(W0.size):
@@ -89,6 +99,7 @@ def check_jacobian(
     rtol: float | None = None,
     atol: float | None = None,
     eps: float | None = None,
+    max_bytes: int | None = None,
 ) -> JacobianCheck:
     """Compare a claimed Jacobian of f at W with central differences.
 
@@ -99,11 +110,11 @@ def check_jacobian(
     the worst entry when any entry fails.
     """
     if isinstance(J, Jacobian):
-        claimed = J.toarray("numerator")
+        claimed = J.toarray("numerator", max_bytes=max_bytes)
     else:
         claimed = v.as_array(J, "J", range(0, 65))
         claimed = v.contiguous(claimed, v.common_dtype({"J": claimed}))
-    N = numerical_jacobian(f, W, eps=eps)
+    N = numerical_jacobian(f, W, eps=eps, max_bytes=max_bytes)
     if claimed.shape != N.shape:
         raise ValueError(
             f"J: expected shape {N.shape} (f(W).shape + W.shape, numerator layout), got {claimed.shape}"
@@ -115,9 +126,10 @@ def check_jacobian(
     for name, tol in (("rtol", rtol), ("atol", atol)):
         if not tol >= 0:
             raise ValueError(f"{name}: expected a non-negative float, got {tol!r}")
-    err = np.abs(claimed.astype(N.dtype) - N)
-    rel = err / np.maximum(np.abs(N), np.finfo(np.float64).tiny)
-    excess = err - (atol + rtol * np.abs(N))
+    with np.errstate(over="ignore", invalid="ignore"):  # inf/NaN entries are verdicts, not warnings
+        err = np.abs(claimed - N)  # promotes: a complex claim is not cast to a real N
+        rel = err / np.maximum(np.abs(N), np.finfo(np.float64).tiny)
+        excess = err - (atol + rtol * np.abs(N))
     bad = ~(excess <= 0)  # NaN counts as a failure
     if err.size == 0:
         return JacobianCheck(0.0, (), 0.0, (), 0, rtol, atol, N)

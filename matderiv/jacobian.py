@@ -524,7 +524,7 @@ def _structured(x: ArrayLike, n: Any, convention: str) -> StructuredJacobian:
     n = v.check_size(n, "n")
     dtype = v.common_dtype({"x": arr})
     batched = arr.ndim == 2
-    x2 = v.contiguous(arr, dtype).reshape(-1, arr.shape[-1]) if batched else v.contiguous(arr, dtype)[None, :]
+    x2 = v.owned(arr, dtype) if batched else v.owned(arr, dtype)[None, :]
     return StructuredJacobian(x2, n, convention, batched)
 
 
@@ -540,6 +540,8 @@ def jacobian_wx(
     x: (m,) or a batch (B, m); n: the number of rows of W.  Lazy: O(B*m) memory.
     With W (n, m) and dx_dW (the (m, n, m) Jacobian of x = x(W), as an array or a
     matderiv Jacobian), returns the total derivative delta_ia x_b + (W @ dx/dW)[i, a, b].
+    Inputs are copied (the Jacobian is taken at this point). Complex inputs are treated
+    as holomorphic: no conjugation.
     """
     base = _structured(x, n, "Wx")
     if W is None and dx_dW is None:
@@ -561,14 +563,15 @@ def jacobian_wx(
         dx_arr = v.as_array(dx_dW, "dx_dW", 3)
         v.check_shape(dx_arr, "dx_dW", (m, n, m))
         dtype = np.result_type(base.dtype, v.common_dtype({"W": W_arr, "dx_dW": dx_arr}))
-        dx = v.contiguous(dx_arr, dtype)
+        dx = v.owned(dx_arr, dtype)
     base = StructuredJacobian(v.contiguous(base._x, dtype), n, "Wx", False)
-    return TotalJacobian(base, v.contiguous(W_arr, dtype), dx)
+    return TotalJacobian(base, v.owned(W_arr, dtype), dx)
 
 
 def jacobian_xw(x: ArrayLike, n: int) -> StructuredJacobian:
     """Jacobian of f(W) = x @ W with respect to W (m, n): T[j, a, b] = x_a * delta_jb.
 
     x: (m,) or a batch (B, m); n: the number of columns of W. Tensor shape (n, m, n).
+    x is copied; complex x is treated as holomorphic (no conjugation).
     """
     return _structured(x, n, "xW")

@@ -1,0 +1,125 @@
+"""Shared fixtures and independent references for the matderiv test-suite.
+
+The references here never call matderiv: they build every form of d(Wx)/dW and
+d(xW)/dW from np.eye, np.einsum and np.kron (or by placing x's entries one by one),
+so a test compares the library against the textbook formula, not against itself.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+DTYPES = [np.float32, np.float64, np.complex64, np.complex128]
+REAL_DTYPES = [np.float32, np.float64]
+CONVENTIONS = ["Wx", "xW"]
+LAYOUTS = ["numerator", "denominator"]
+ORDERS = ["F", "C"]
+FORMATS = ["csr", "csc", "coo"]
+
+#: Relative tolerance per dtype wherever arithmetic (sums, products) happens.
+#: Structural outputs (toarray, tovec, tosparse) are compared exactly instead.
+RTOL = {
+    np.dtype(np.float32): 2e-5,
+    np.dtype(np.float64): 1e-12,
+    np.dtype(np.complex64): 2e-5,
+    np.dtype(np.complex128): 1e-12,
+}
+
+
+def rtol_for(dtype) -> float:
+    return RTOL[np.dtype(dtype)]
+
+
+def assert_close(actual, expected, dtype) -> None:
+    """assert_allclose with the dtype's rtol and an atol scaled by the result's magnitude."""
+    actual = np.asarray(actual)
+    expected = np.asarray(expected)
+    assert actual.shape == expected.shape, (actual.shape, expected.shape)
+    rtol = rtol_for(dtype)
+    scale = max(1.0, float(np.max(np.abs(expected), initial=0.0)))
+    np.testing.assert_allclose(actual, expected, rtol=rtol, atol=rtol * scale)
+
+
+def random_array(rng: np.random.Generator, shape, dtype, *, zeros: bool = True) -> np.ndarray:
+    """Random values of `dtype` (complex ones with a nonzero imaginary part).
+
+    With zeros=True a few entries are exactly 0, so sparse patterns are exercised
+    with explicit zeros.
+    """
+    a = rng.standard_normal(shape)
+    if np.issubdtype(dtype, np.complexfloating):
+        a = a + 1j * rng.standard_normal(shape)
+    if zeros and a.size >= 3:
+        a.reshape(-1)[:: max(1, a.size // 3)] = 0
+    return a.astype(dtype)
+
+
+def wider(dtype) -> np.dtype:
+    """The double-precision dtype references are computed in."""
+    return np.dtype(np.complex128) if np.issubdtype(dtype, np.complexfloating) else np.dtype(np.float64)
+
+
+# --- references: single x ------------------------------------------------------------
+def ref_tensor(x: np.ndarray, n: int, convention: str, layout: str = "numerator") -> np.ndarray:
+    """Dense tensor by einsum with np.eye.
+
+    Wx: D[i, a, b] = delta_ia x_b, (n, n, m); denominator E[a, b, i] = D[i, a, b].
+    xW: T[j, a, b] = x_a delta_jb, (n, m, n); denominator E[a, b, j] = T[j, a, b].
+    A 2-D x (B, m) gives a leading B axis.
+    """
+    eye = np.eye(n, dtype=x.dtype)
+    if convention == "Wx":
+        D = np.einsum("ia,...b->...iab", eye, x)
+    else:
+        D = np.einsum("...a,jb->...jab", x, eye)
+    if layout == "denominator":
+        D = np.moveaxis(D, -3, -1)
+    return D
+
+
+def ref_vec(x: np.ndarray, n: int, convention: str, order: str) -> np.ndarray:
+    """df/dvec(W) by np.kron: Wx F = x^T (x) I, Wx C = I (x) x^T, xW F = I (x) x^T, xW C = x^T (x) I.
+
+    A 2-D x (B, m) gives the sample-major stack (B*n, n*m).
+    """
+    eye = np.eye(n, dtype=x.dtype)
+    if x.ndim == 2:
+        rows = [ref_vec(xb, n, convention, order) for xb in x]
+        return np.concatenate(rows, axis=0) if rows else np.zeros((0, n * x.shape[1]), x.dtype)
+    xr = x[None, :]
+    kron_first = (convention == "Wx") == (order == "F")
+    return np.kron(xr, eye) if kron_first else np.kron(eye, xr)
+
+
+def ref_placed(x: np.ndarray, n: int, convention: str, layout: str = "numerator") -> np.ndarray:
+    """The dense tensor built by assigning x's entries one by one (no arithmetic at all).
+
+    Used where x holds NaN/inf, where 0 * inf would spoil an einsum reference.
+    """
+    xs = np.atleast_2d(x)
+    B, m = xs.shape
+    if convention == "Wx":
+        D = np.zeros((B, n, n, m), dtype=x.dtype)
+        for b in range(B):
+            for i in range(n):
+                D[b, i, i, :] = xs[b]
+    else:
+        D = np.zeros((B, n, m, n), dtype=x.dtype)
+        for b in range(B):
+            for j in range(n):
+                D[b, j, :, j] = xs[b]
+    if layout == "denominator":
+        D = np.moveaxis(D, -3, -1)
+    return D if x.ndim == 2 else D[0]
+
+
+def vec(W: np.ndarray, order: str) -> np.ndarray:
+    """vec(W): column-major for "F", W.ravel() for "C" (the last two axes, any leading ones)."""
+    if order == "F":
+        W = np.swapaxes(W, -1, -2)
+    return W.reshape(W.shape[:-2] + (-1,))
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(20240611)
