@@ -148,7 +148,9 @@ class Jacobian:
     def _output(self, out: np.ndarray | None, shape: tuple[int, ...], what: str, max_bytes: int | None) -> np.ndarray:
         if out is not None:
             return v.check_out(out, shape, self.dtype, self._inputs())
-        check_output_bytes([(shape, self.dtype)], what=what, max_bytes=max_bytes, hint=_DENSE_HINT)
+        check_output_bytes(
+            [(shape, self.dtype)] + self._scratch(), what=what, max_bytes=max_bytes, hint=_DENSE_HINT
+        )
         return np.empty(shape, dtype=self.dtype)
 
     # --- products --------------------------------------------------------------------
@@ -195,6 +197,10 @@ class Jacobian:
     # --- subclass hooks ------------------------------------------------------------------
     def _inputs(self) -> tuple[np.ndarray, ...]:
         raise NotImplementedError
+
+    def _scratch(self) -> list[tuple[tuple[int, ...], np.dtype]]:
+        """Temporaries a dense form needs besides its output (counted against max_bytes)."""
+        return []
 
     def _fill_tensor(self, out: np.ndarray, layout: str, n_threads: int) -> None:
         raise NotImplementedError
@@ -366,6 +372,11 @@ class TotalJacobian(Jacobian):
         dx = (self._dx,) if isinstance(self._dx, np.ndarray) else self._dx._inputs()
         return self._base._inputs() + (self._W,) + dx
 
+    def _scratch(self) -> list[tuple[tuple[int, ...], np.dtype]]:
+        # dx/dW as an (m, n*m) matrix: a Jacobian object is materialized, an array may be
+        # transposed into F order; either is the size of dx_dW, not of the output
+        return [((self.m, self.n * self.m), self.dtype)]
+
     def _dx_vec(self, order: str) -> np.ndarray:
         if isinstance(self._dx, Jacobian):
             return self._dx.tovec(order).astype(self.dtype, copy=False)
@@ -376,15 +387,17 @@ class TotalJacobian(Jacobian):
         np.matmul(self._W, self._dx_vec(order), out=out)
         self._base._add_to_vec(out, order)
 
+    def _fill_vec_transposed(self, out_t: np.ndarray, order: str) -> None:
+        """out_t = tovec(order).T written directly: the denominator layout and the CSC data."""
+        np.matmul(self._dx_vec(order).T, self._W.T, out=out_t)
+        self._base._add_to_vec(out_t.T, order)
+
     def _fill_tensor(self, out: np.ndarray, layout: str, n_threads: int) -> None:
         n, m = self.n, self.m
         if layout == "numerator":
             self._fill_vec(out.reshape(n, n * m), "C", n_threads)
-            return
-        # E[a, b, i] = D[i, a, b]: E as (n*m, n) is the transpose of the C-order vec form
-        np.matmul(self._dx_vec("C").T, self._W.T, out=out.reshape(n * m, n))
-        a = np.arange(n)
-        out[a, :, a] += self._base._x[0]
+        else:  # E[a, b, i] = D[i, a, b]: E as (n*m, n) is the transpose of the C-order vec form
+            self._fill_vec_transposed(out.reshape(n * m, n), "C")
 
     def _sparse(self, format: str, order: str, max_bytes: int | None, n_threads: int) -> Any:
         # W @ dx/dW is dense in general: every entry is stored, so the pattern does not
@@ -392,20 +405,23 @@ class TotalJacobian(Jacobian):
         rows, cols = self._vec_shape()
         nnz = rows * cols
         idx = v.index_dtype(max(nnz, rows, cols))
+        ptr_len = {"csr": rows + 1, "csc": cols + 1, "coo": nnz}[format]
         check_output_bytes(
-            [((rows, cols), self.dtype), ((nnz,), idx), ((nnz,), idx)],
+            [((nnz,), self.dtype), ((nnz,), idx), ((ptr_len,), idx)] + self._scratch(),
             what="tosparse",
             max_bytes=max_bytes,
             hint=_SPARSE_HINT,
         )
-        dense = self.tovec(order, max_bytes=max_bytes)
+        data = np.empty(nnz, dtype=self.dtype)
         if format == "csc":
+            self._fill_vec_transposed(data.reshape(cols, rows), order)
             indices = np.tile(np.arange(rows, dtype=idx), cols)
-            return _assemble(sp.csc_array, (rows, cols), dense.T.ravel(), indices, np.arange(cols + 1, dtype=idx) * rows)
+            return _assemble(sp.csc_array, (rows, cols), data, indices, np.arange(cols + 1, dtype=idx) * rows)
+        self._fill_vec(data.reshape(rows, cols), order, n_threads)
         indices = np.tile(np.arange(cols, dtype=idx), rows)
         if format == "coo":
-            return _assemble_coo((rows, cols), dense.ravel(), np.repeat(np.arange(rows, dtype=idx), cols), indices)
-        return _assemble(sp.csr_array, (rows, cols), dense.ravel(), indices, np.arange(rows + 1, dtype=idx) * cols)
+            return _assemble_coo((rows, cols), data, np.repeat(np.arange(rows, dtype=idx), cols), indices)
+        return _assemble(sp.csr_array, (rows, cols), data, indices, np.arange(rows + 1, dtype=idx) * cols)
 
     def _dx_jvp(self, dW: np.ndarray) -> np.ndarray:
         if isinstance(self._dx, Jacobian):
