@@ -7,6 +7,7 @@ finite-difference checker.
 """
 from ._memory import OutputTooLargeError
 from .checking import JacobianCheck, JacobianMismatch, check_jacobian, numerical_jacobian
+from .gradients import batch_grad, clip_and_sum, per_sample_grad_norms, per_sample_grads
 from .jacobian import Jacobian, StructuredJacobian, TotalJacobian, jacobian_wx, jacobian_xw
 
 __version__ = "0.1.0"
@@ -19,8 +20,12 @@ __all__ = [
     "StructuredJacobian",
     "TotalJacobian",
     "__version__",
+    "batch_grad",
     "check_jacobian",
+    "clip_and_sum",
     "jacobian_wx",
     "jacobian_xw",
     "numerical_jacobian",
+    "per_sample_grad_norms",
+    "per_sample_grads",
 ]
