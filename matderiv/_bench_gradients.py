@@ -1,0 +1,139 @@
+"""Benchmark rows for the gradient functions (`python -m matderiv bench`).
+
+Each row times matderiv against the plain numpy way of computing the same thing, in
+the same run; memory-bound rows also carry the write-once floor.  "fresh" rows
+allocate their output inside the timed call (as a user's first call does), "out="
+rows write into a preallocated, already-touched array (as a training loop does).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from . import gradients
+from ._bench import Row, best_time, floor_time
+
+
+def _data(
+    rng: np.random.Generator, lead: tuple[int, ...], n: int, m: int, dtype: type
+) -> tuple[np.ndarray, np.ndarray]:
+    X = rng.standard_normal(lead + (m,)).astype(dtype)
+    G = rng.standard_normal(lead + (n,)).astype(dtype)
+    return X, G
+
+
+def _per_sample_2d(rng: np.random.Generator, B: int, n: int, m: int, dtype: type, repeat: int) -> list[Row]:
+    X, G = _data(rng, (B,), n, m, dtype)
+    out = np.zeros((B, n, m), dtype=dtype)
+    floor = floor_time(out.nbytes, repeat)
+    name = f"per_sample_grads 2-D B={B} n=m={n} {np.dtype(dtype).name}"
+    multiply_out = best_time(lambda: np.multiply(G[:, :, None], X[:, None, :], out=out), repeat)
+    einsum = best_time(lambda: np.einsum("bi,bj->bij", G, X), repeat)
+    fresh = best_time(lambda: gradients.per_sample_grads(X, G), repeat)
+    given = best_time(lambda: gradients.per_sample_grads(X, G, out=out), repeat)
+    return [
+        Row(f"{name} fresh", fresh, floor, {"np.multiply(out=)": multiply_out, "np.einsum fresh": einsum}),
+        Row(f"{name} out=", given, floor, {"np.multiply(out=)": multiply_out}),
+    ]
+
+
+def _per_sample_3d(rng: np.random.Generator, B: int, T: int, n: int, m: int, repeat: int) -> list[Row]:
+    X, G = _data(rng, (B, T), n, m, np.float64)
+    out = np.zeros((B, n, m))
+    name = f"per_sample_grads 3-D B={B} T={T} n=m={n} float64"
+    Gt = G.transpose(0, 2, 1)
+    matmul = best_time(lambda: np.matmul(Gt, X), repeat)
+    matmul_out = best_time(lambda: np.matmul(Gt, X, out=out), repeat)
+    fresh = best_time(lambda: gradients.per_sample_grads(X, G), repeat)
+    given = best_time(lambda: gradients.per_sample_grads(X, G, out=out), repeat)
+    return [
+        Row(f"{name} fresh", fresh, None, {"np.matmul fresh": matmul}),
+        Row(f"{name} out=", given, None, {"np.matmul(out=)": matmul_out}),
+    ]
+
+
+def _batch(rng: np.random.Generator, B: int, n: int, m: int, repeat: int) -> Row:
+    X, G = _data(rng, (B,), n, m, np.float64)
+    ref = best_time(lambda: G.T @ X, repeat)
+    ours = best_time(lambda: gradients.batch_grad(X, G), repeat)
+    return Row(f"batch_grad B={B} n=m={n} float64", ours, None, {"G.T @ X": ref})
+
+
+def _norms_2d(rng: np.random.Generator, B: int, n: int, m: int, repeat: int) -> Row:
+    X, G = _data(rng, (B,), n, m, np.float64)
+
+    def materialize() -> np.ndarray:
+        P = np.einsum("bi,bj->bij", G, X)
+        return np.sqrt(np.einsum("bij,bij->b", P, P))
+
+    refs = {
+        "materialize + norm (einsum)": best_time(materialize, repeat),
+        "np.linalg.norm(G)*norm(X)": best_time(
+            lambda: np.linalg.norm(G, axis=1) * np.linalg.norm(X, axis=1), repeat
+        ),
+    }
+    ours = best_time(lambda: gradients.per_sample_grad_norms(X, G), repeat)
+    return Row(f"per_sample_grad_norms 2-D B={B} n=m={n} float64", ours, None, refs)
+
+
+def _norms_3d(rng: np.random.Generator, B: int, T: int, n: int, m: int, repeat: int) -> Row:
+    X, G = _data(rng, (B, T), n, m, np.float64)
+
+    def materialize() -> np.ndarray:
+        P = np.matmul(G.transpose(0, 2, 1), X)
+        return np.sqrt(np.einsum("bij,bij->b", P, P))
+
+    def gram() -> np.ndarray:
+        gg = np.matmul(G, G.transpose(0, 2, 1))
+        xx = np.matmul(X, X.transpose(0, 2, 1))
+        return np.sqrt(np.einsum("bts,bts->b", gg, xx))
+
+    refs = {
+        "numpy materialize + norm": best_time(materialize, repeat),
+        "numpy Gram trick": best_time(gram, repeat),
+    }
+    for route in gradients.ROUTES:
+        refs[f"matderiv forced {route}"] = best_time(lambda: gradients._grad_norms(X, G, False, route), repeat)
+    ours = best_time(lambda: gradients.per_sample_grad_norms(X, G), repeat)
+    picked = gradients._route(T, n, m)
+    return Row(f"per_sample_grad_norms 3-D B={B} T={T} n=m={n} ({picked})", ours, None, refs)
+
+
+def _clip(rng: np.random.Generator, lead: tuple[int, ...], n: int, m: int, repeat: int, materialize: bool) -> Row:
+    X, G = _data(rng, lead, n, m, np.float64)
+    max_norm = float(np.median(gradients.per_sample_grad_norms(X, G)))
+    refs = {"one batch_grad": best_time(lambda: gradients.batch_grad(X, G), repeat)}
+    if materialize:
+
+        def materialize_clip_sum() -> np.ndarray:
+            P = gradients.per_sample_grads(X, G)
+            norms = np.sqrt(np.einsum("bij,bij->b", P, P))
+            c = np.minimum(1.0, max_norm / norms)
+            return np.einsum("b,bij->ij", c, P)
+
+        refs["materialize-clip-sum"] = best_time(materialize_clip_sum, repeat)
+    ours = best_time(lambda: gradients.clip_and_sum(X, G, max_norm), repeat)
+    dims = "B=" + "x".join(str(d) for d in lead) if len(lead) == 1 else f"B={lead[0]} T={lead[1]}"
+    return Row(f"clip_and_sum {len(lead) + 1}-D {dims} n=m={n} float64", ours, None, refs)
+
+
+def gradient_rows(quick: bool) -> list[Row]:
+    """Every gradient benchmark row; quick=True: smaller sizes and fewer repeats."""
+    rng = np.random.default_rng(0)
+    r = 3 if quick else 7
+    if quick:
+        B2, nm, B3, T3, Bb, nb = 128, 128, 16, 64, 1024, 256
+    else:
+        B2, nm, B3, T3, Bb, nb = 512, 256, 64, 128, 4096, 512
+    rows: list[Row] = []
+    for dtype in (np.float64, np.float32):
+        rows += _per_sample_2d(rng, B2, nm, nm, dtype, r)
+    rows += _per_sample_3d(rng, B3, T3, nm, nm, r)
+    rows.append(_batch(rng, Bb, nb, nb, r))
+    rows.append(_norms_2d(rng, B2, nm, nm, r))
+    rows.append(_norms_3d(rng, B3, T3, nm, nm, r))  # the two routes cost about the same here
+    rows.append(_norms_3d(rng, B3, T3 // 8, nm, nm, r))  # short sequences: Gram
+    rows.append(_norms_3d(rng, B3, 4 * T3, nm // 4, nm // 4, r))  # long sequences, small layer: materialize
+    rows.append(_clip(rng, (Bb,), nb, nb, r, materialize=False))
+    rows.append(_clip(rng, (B2,), nm, nm, r, materialize=True))
+    rows.append(_clip(rng, (B3, T3 // 8), nm, nm, r, materialize=True))
+    return rows
