@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gc
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TextIO
 
@@ -28,14 +28,16 @@ def best_time(fn: Callable[[], object], repeat: int) -> float:
     return best
 
 
-def floor_time(nbytes: int, repeat: int) -> float:
-    """The floor for a memory-bound kernel: allocate nbytes fresh and write each byte once,
-    on one thread (np.empty + fill(0))."""
-    count = max(1, nbytes // 8)
+def floor_time(nbytes: int | Sequence[int], repeat: int) -> float:
+    """The floor for a memory-bound kernel: allocate its output arrays (one per entry of
+    nbytes) fresh and write each byte once, on one thread (np.empty + fill(0))."""
+    sizes = [nbytes] if isinstance(nbytes, int) else list(nbytes)
 
-    def write_once() -> None:
-        a = np.empty(count, dtype=np.float64)
-        a.fill(0)
+    def write_once() -> list[np.ndarray]:
+        arrays = [np.empty(size, dtype=np.uint8) for size in sizes]  # all alive, as an output's are
+        for a in arrays:
+            a.fill(0)
+        return arrays
 
     return best_time(write_once, repeat)
 

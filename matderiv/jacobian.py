@@ -298,14 +298,15 @@ class StructuredJacobian(Jacobian):
         contiguous = self._vec_pattern(order) == _CONTIGUOUS
         data = np.empty(nnz, dtype=self.dtype)
         indices = np.empty(nnz, dtype=idx)
+        ptr = np.empty(ptr_len, dtype=idx)
         if format == "csc":
-            _kron.sparse_cols(self._x, data, indices, n, contiguous, n_threads)
-            return _assemble(sp.csc_array, (rows, cols), data, indices, np.arange(cols + 1, dtype=idx) * S)
-        row_of = np.empty(nnz if format == "coo" else 0, dtype=idx)
-        _kron.sparse_rows(self._x, data, indices, row_of, n, contiguous, n_threads)
+            _kron.sparse_cols(self._x, data, indices, ptr, n, contiguous, n_threads)
+            return _assemble(sp.csc_array, (rows, cols), data, indices, ptr)
         if format == "coo":
-            return _assemble_coo((rows, cols), data, row_of, indices)
-        return _assemble(sp.csr_array, (rows, cols), data, indices, np.arange(rows + 1, dtype=idx) * m)
+            _kron.sparse_rows(self._x, data, indices, ptr[:0], ptr, n, contiguous, n_threads)
+            return _assemble_coo((rows, cols), data, ptr, indices)
+        _kron.sparse_rows(self._x, data, indices, ptr, ptr[:0], n, contiguous, n_threads)
+        return _assemble(sp.csr_array, (rows, cols), data, indices, ptr)
 
     def _jvp(self, dW: np.ndarray, dtype: np.dtype) -> np.ndarray:
         x = v.contiguous(self._x, dtype)
@@ -458,15 +459,14 @@ class TotalJacobian(Jacobian):
 
 
 def _assemble(cls: type, shape: tuple[int, int], data: np.ndarray, indices: np.ndarray, indptr: np.ndarray) -> Any:
-    """A csr_array/csc_array from arrays that are already canonical.
+    """A csr_array/csc_array that uses the given canonical arrays without copying them.
 
-    The arrays are attached as they are: scipy's constructor would re-check them and
-    narrow int64 indices whose values fit int32 (a copy), which the index-dtype rule
-    here decides instead.
+    scipy narrows int64 index arrays whose values fit int32 (a copy); the index-dtype
+    rule of matderiv decides instead, so the arrays built here are put back.
     """
-    A = cls(shape, dtype=data.dtype)
-    A.data, A.indices, A.indptr = data, indices, indptr
-    A.has_sorted_indices = True
+    A = cls((data, indices, indptr), shape=shape, copy=False)
+    if A.indices.dtype != indices.dtype:
+        A.indices, A.indptr = indices, indptr
     A.has_canonical_format = True
     return A
 

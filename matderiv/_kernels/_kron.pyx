@@ -52,26 +52,34 @@ def sparse_rows(
     const numeric[:, ::1] x,   # IN  (S, K)
     numeric[::1] data,         # OUT (S*R*K,) values in row-major order
     index_t[::1] indices,      # OUT (S*R*K,) column of each value, ascending in each row
+    index_t[::1] indptr,       # OUT (S*R + 1,) CSR row pointers, or empty to skip
     index_t[::1] row_of,       # OUT (S*R*K,) row of each value (COO), or empty to skip
     Py_ssize_t R,              # rows per sample
     bint contiguous,           # I (x) x^T (True) or x^T (x) I (False)
     int n_threads,
 ):
-    """CSR/COO arrays of the S stacked R x (R*K) patterns: row s*R+i holds x[s, :]."""
+    """CSR/COO arrays of the S stacked R x (R*K) patterns: row s*R+i holds x[s, :].
+
+    Every array, the pointers included, is written in the one parallel pass.
+    """
     cdef Py_ssize_t S = x.shape[0], K = x.shape[1], rows = S * R, r, s, i, k, base
+    cdef bint want_ptr = indptr.shape[0] > 0
     cdef bint want_rows = row_of.shape[0] > 0
     cdef Py_ssize_t off_mult = K if contiguous else 1
     cdef Py_ssize_t stride = 1 if contiguous else R
-    if rows == 0 or K == 0:
-        return
-    cdef numeric *d0 = &data[0]
-    cdef index_t *c0 = &indices[0]
+    cdef numeric *d0 = &data[0] if data.shape[0] > 0 else NULL
+    cdef index_t *c0 = &indices[0] if indices.shape[0] > 0 else NULL
+    cdef index_t *p0 = &indptr[0] if want_ptr else NULL
     cdef index_t *r0 = &row_of[0] if want_rows else NULL
-    cdef const numeric *x0 = &x[0, 0]
+    cdef const numeric *x0 = &x[0, 0] if x.shape[0] > 0 and K > 0 else NULL
+    if want_ptr:
+        p0[rows] = <index_t>(rows * K)
     for r in prange(rows, schedule="static", nogil=True, num_threads=n_threads):
         s = r // R
         i = r - s * R
         base = r * K
+        if want_ptr:
+            p0[r] = <index_t>base
         for k in range(K):
             d0[base + k] = x0[s * K + k]
             c0[base + k] = <index_t>(i * off_mult + k * stride)
@@ -84,6 +92,7 @@ def sparse_cols(
     const numeric[:, ::1] x,   # IN  (S, K)
     numeric[::1] data,         # OUT (S*R*K,) values in column-major order
     index_t[::1] indices,      # OUT (S*R*K,) row of each value, ascending in each column
+    index_t[::1] indptr,       # OUT (R*K + 1,) CSC column pointers
     Py_ssize_t R,              # rows per sample
     bint contiguous,           # I (x) x^T (True) or x^T (x) I (False)
     int n_threads,
@@ -92,19 +101,21 @@ def sparse_cols(
 
     Column c = i*K + k (contiguous) or c = k*R + i (strided) holds x[s, k] at row s*R + i.
     """
-    cdef Py_ssize_t S = x.shape[0], K = x.shape[1], o, q, s, base
+    cdef Py_ssize_t S = x.shape[0], K = x.shape[1], o, q, s, c
     cdef Py_ssize_t outer = R if contiguous else K
     cdef Py_ssize_t inner = K if contiguous else R
     # (i, k) = (o, q) when contiguous, (q, o) when strided, without a branch in the loop
     cdef Py_ssize_t i_o = contiguous, i_q = 1 - contiguous
-    if R == 0 or K == 0 or S == 0:
-        return
-    cdef numeric *d0 = &data[0]
-    cdef index_t *r0 = &indices[0]
-    cdef const numeric *x0 = &x[0, 0]
+    cdef numeric *d0 = &data[0] if data.shape[0] > 0 else NULL
+    cdef index_t *r0 = &indices[0] if indices.shape[0] > 0 else NULL
+    cdef index_t *p0 = &indptr[0]
+    cdef const numeric *x0 = &x[0, 0] if S > 0 and K > 0 else NULL
+    p0[R * K] = <index_t>(R * K * S)
     for o in prange(outer, schedule="static", nogil=True, num_threads=n_threads):
+        for q in range(inner):
+            p0[o * inner + q] = <index_t>((o * inner + q) * S)
         for s in range(S):
-            base = o * inner * S + s
+            c = o * inner * S + s
             for q in range(inner):
-                d0[base + q * S] = x0[s * K + o * i_q + q * i_o]
-                r0[base + q * S] = <index_t>(s * R + o * i_o + q * i_q)
+                d0[c + q * S] = x0[s * K + o * i_q + q * i_o]
+                r0[c + q * S] = <index_t>(s * R + o * i_o + q * i_q)
