@@ -54,13 +54,13 @@ class Row:
 
 def print_table(rows: list[Row], file: TextIO) -> None:
     """One line per (case, reference): times in ms and ratios (speedup > 1: matderiv faster)."""
-    head = f"{'case':46s} {'matderiv ms':>11s} {'/floor':>7s}  {'reference':36s} {'ref ms':>9s} {'speedup':>8s}"
+    head = f"{'case':56s} {'matderiv ms':>11s} {'/floor':>7s}  {'reference':36s} {'ref ms':>9s} {'speedup':>8s}"
     print(head, file=file)
     print("-" * len(head), file=file)
     for row in rows:
         ratio = f"{row.ours / row.floor:7.2f}" if row.floor else f"{'-':>7s}"
         refs = list(row.refs.items()) or [("-", float("nan"))]
         for k, (name, t) in enumerate(refs):
-            lead = f"{row.case:46s} {row.ours * 1e3:11.3f} {ratio}" if k == 0 else " " * 66
+            lead = f"{row.case:56s} {row.ours * 1e3:11.3f} {ratio}" if k == 0 else " " * 76
             speed = f"{t / row.ours:7.2f}x" if t == t else f"{'-':>8s}"
             print(f"{lead}  {name:36s} {t * 1e3:9.3f} {speed}", file=file)

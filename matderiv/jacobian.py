@@ -15,6 +15,7 @@ holomorphic: no conjugation anywhere except in the LinearOperator's adjoint.
 """
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -42,6 +43,12 @@ _SPARSE_HINT = "Use the lazy Jacobian (jvp, vjp, aslinearoperator) instead."
 _CONTIGUOUS = "contiguous"  # I (x) x^T: row i holds x at columns i*m .. i*m + m-1
 _STRIDED = "strided"  # x^T (x) I: row i holds x at columns i, i + n, i + 2n, ...
 _IDENTITY = "identity"  # x_a * I_n blocks (denominator layout of the row convention)
+
+#: Fresh dense outputs at least this large come from np.zeros: calloc hands out pages the
+#: OS has zeroed (glibc maps every block of 32 MiB or more), so the kernel only scatters
+#: x instead of writing the zeros a second time. Smaller outputs are zeroed by the kernel,
+#: in parallel.
+_FRESH_ZEROS_BYTES = 32 * 2**20
 
 
 class Jacobian:
@@ -107,8 +114,8 @@ class Jacobian:
         """
         v.check_choice(layout, "layout", LAYOUTS)
         shape = self._tensor_shape(layout)
-        out = self._output(out, shape, "toarray", max_bytes)
-        self._fill_tensor(out, layout, v.n_threads_value(n_threads))
+        out, zeroed = self._output(out, shape, "toarray", max_bytes)
+        self._fill_tensor(out, layout, v.n_threads_value(n_threads), zeroed)
         return out
 
     def tovec(
@@ -125,8 +132,8 @@ class Jacobian:
         order="C": row-major vec(W) = W.ravel() (column a*m + b for Wx), I_n (x) x^T for Wx.
         """
         v.check_choice(order, "order", ORDERS)
-        out = self._output(out, self._vec_shape(), "tovec", max_bytes)
-        self._fill_vec(out, order, v.n_threads_value(n_threads))
+        out, zeroed = self._output(out, self._vec_shape(), "tovec", max_bytes)
+        self._fill_vec(out, order, v.n_threads_value(n_threads), zeroed)
         return out
 
     def tosparse(
@@ -145,13 +152,18 @@ class Jacobian:
         v.check_choice(order, "order", ORDERS)
         return self._sparse(format, order, max_bytes, v.n_threads_value(n_threads))
 
-    def _output(self, out: np.ndarray | None, shape: tuple[int, ...], what: str, max_bytes: int | None) -> np.ndarray:
+    def _output(
+        self, out: np.ndarray | None, shape: tuple[int, ...], what: str, max_bytes: int | None
+    ) -> tuple[np.ndarray, bool]:
+        """The array to fill, and whether it is known to hold zeros already."""
         if out is not None:
-            return v.check_out(out, shape, self.dtype, self._inputs())
+            return v.check_out(out, shape, self.dtype, self._inputs()), False
         check_output_bytes(
             [(shape, self.dtype)] + self._scratch(), what=what, max_bytes=max_bytes, hint=_DENSE_HINT
         )
-        return np.empty(shape, dtype=self.dtype)
+        if math.prod(shape) * self.dtype.itemsize >= _FRESH_ZEROS_BYTES:
+            return np.zeros(shape, dtype=self.dtype), True
+        return np.empty(shape, dtype=self.dtype), False
 
     # --- products --------------------------------------------------------------------
     def jvp(self, dW: ArrayLike) -> np.ndarray:
@@ -202,10 +214,10 @@ class Jacobian:
         """Temporaries a dense form needs besides its output (counted against max_bytes)."""
         return []
 
-    def _fill_tensor(self, out: np.ndarray, layout: str, n_threads: int) -> None:
+    def _fill_tensor(self, out: np.ndarray, layout: str, n_threads: int, zeroed: bool) -> None:
         raise NotImplementedError
 
-    def _fill_vec(self, out: np.ndarray, order: str, n_threads: int) -> None:
+    def _fill_vec(self, out: np.ndarray, order: str, n_threads: int, zeroed: bool) -> None:
         raise NotImplementedError
 
     def _sparse(self, format: str, order: str, max_bytes: int | None, n_threads: int) -> Any:
@@ -259,29 +271,29 @@ class StructuredJacobian(Jacobian):
         contiguous = (order == "C") == (self.convention == "Wx")
         return _CONTIGUOUS if contiguous else _STRIDED
 
-    def _scatter(self, out2d: np.ndarray, pattern: str, n_threads: int) -> None:
+    def _scatter(self, out2d: np.ndarray, pattern: str, n_threads: int, zeroed: bool) -> None:
         n, m = self.n, self.m
         if pattern == _IDENTITY:
-            _kron.scatter_dense(self._x, out2d, m, n, 0, n + 1, True, n_threads)
+            _kron.scatter_dense(self._x, out2d, m, n, 0, n + 1, True, not zeroed, n_threads)
         elif pattern == _CONTIGUOUS:
-            _kron.scatter_dense(self._x, out2d, n, m, m, 1, False, n_threads)
+            _kron.scatter_dense(self._x, out2d, n, m, m, 1, False, not zeroed, n_threads)
         else:
-            _kron.scatter_dense(self._x, out2d, n, m, 1, n, False, n_threads)
+            _kron.scatter_dense(self._x, out2d, n, m, 1, n, False, not zeroed, n_threads)
 
-    def _fill_tensor(self, out: np.ndarray, layout: str, n_threads: int) -> None:
+    def _fill_tensor(self, out: np.ndarray, layout: str, n_threads: int, zeroed: bool) -> None:
         S, n, m = self._samples, self.n, self.m
         if layout == "numerator":
             # D[i] flattened over W's indices: I (x) x^T for Wx; x^T (x) I for xW,
             # where T[j, a, b] = x_a delta_jb sits at column a*n + j.
             pattern = _CONTIGUOUS if self.convention == "Wx" else _STRIDED
-            self._scatter(out.reshape(S * n, n * m), pattern, n_threads)
+            self._scatter(out.reshape(S * n, n * m), pattern, n_threads, zeroed)
         elif self.convention == "Wx":  # E[a, b, i] = delta_ia x_b: x at columns b*n + a
-            self._scatter(out.reshape(S * n, n * m), _STRIDED, n_threads)
+            self._scatter(out.reshape(S * n, n * m), _STRIDED, n_threads, zeroed)
         else:  # E[a] = x_a * I_n
-            self._scatter(out.reshape(S * m, n * n), _IDENTITY, n_threads)
+            self._scatter(out.reshape(S * m, n * n), _IDENTITY, n_threads, zeroed)
 
-    def _fill_vec(self, out: np.ndarray, order: str, n_threads: int) -> None:
-        self._scatter(out, self._vec_pattern(order), n_threads)
+    def _fill_vec(self, out: np.ndarray, order: str, n_threads: int, zeroed: bool) -> None:
+        self._scatter(out, self._vec_pattern(order), n_threads, zeroed)
 
     def _sparse(self, format: str, order: str, max_bytes: int | None, n_threads: int) -> Any:
         S, n, m = self._samples, self.n, self.m
@@ -384,7 +396,7 @@ class TotalJacobian(Jacobian):
         dx = self._dx if order == "C" else self._dx.transpose(0, 2, 1)
         return dx.reshape(self.m, self.n * self.m).astype(self.dtype, copy=False)
 
-    def _fill_vec(self, out: np.ndarray, order: str, n_threads: int) -> None:
+    def _fill_vec(self, out: np.ndarray, order: str, n_threads: int, zeroed: bool = False) -> None:
         np.matmul(self._W, self._dx_vec(order), out=out)
         self._base._add_to_vec(out, order)
 
@@ -393,7 +405,7 @@ class TotalJacobian(Jacobian):
         np.matmul(self._dx_vec(order).T, self._W.T, out=out_t)
         self._base._add_to_vec(out_t.T, order)
 
-    def _fill_tensor(self, out: np.ndarray, layout: str, n_threads: int) -> None:
+    def _fill_tensor(self, out: np.ndarray, layout: str, n_threads: int, zeroed: bool) -> None:
         n, m = self.n, self.m
         if layout == "numerator":
             self._fill_vec(out.reshape(n, n * m), "C", n_threads)

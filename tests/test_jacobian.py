@@ -19,6 +19,7 @@ from scipy.sparse.linalg import LinearOperator, lsqr
 
 import matderiv as md
 from matderiv import _validation
+from matderiv import jacobian as jacobian_module
 from conftest import (
     CONVENTIONS,
     DTYPES,
@@ -969,3 +970,17 @@ def test_jacobian_is_taken_at_a_point_later_changes_to_x_do_not_leak(make):
     W[:] = 5.0
     dx[:] = 1.0
     assert np.array_equal(T.toarray(), before)
+
+
+@pytest.mark.parametrize("threshold", [0, 2**62])
+@pytest.mark.parametrize("convention", CONVENTIONS)
+def test_fresh_zeroed_outputs_and_kernel_zeroing_agree(monkeypatch, rng, convention, threshold):
+    """Large fresh outputs come from np.zeros and skip the kernel's zeroing; both paths
+    give the reference (threshold 0 forces the first, a huge one the second)."""
+    monkeypatch.setattr(jacobian_module, "_FRESH_ZEROS_BYTES", threshold)
+    X = random_array(rng, (2, 4), np.float64)
+    J = make_jac(X, 3, convention)
+    for layout in LAYOUTS:
+        assert np.array_equal(J.toarray(layout), np.stack([ref_tensor(x, 3, convention, layout) for x in X]))
+    for order in ORDERS:
+        assert np.array_equal(J.tovec(order), np.concatenate([ref_vec(x, 3, convention, order) for x in X]))

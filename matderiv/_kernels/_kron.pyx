@@ -23,6 +23,7 @@ def scatter_dense(
     Py_ssize_t off_mult,       # column of entry 0 in row i is i*off_mult
     Py_ssize_t stride,         # column step between entries
     bint value_per_row,        # value x[s, i] (True) or x[s, k] (False)
+    bint zero_first,           # False when out is known to hold zeros already
     int n_threads,
 ):
     """Fill `out` with the row pattern in the module docstring."""
@@ -39,7 +40,8 @@ def scatter_dense(
         i = r - s * R
         o = o0 + r * C
         xs = x0 + s * p
-        memset(o, 0, C * sizeof(numeric))
+        if zero_first:
+            memset(o, 0, C * sizeof(numeric))
         if value_per_row:
             for k in range(K):
                 o[i * off_mult + k * stride] = xs[i]
