@@ -29,12 +29,14 @@ def best_time(fn: Callable[[], object], repeat: int) -> float:
 
 
 def floor_time(nbytes: int | Sequence[int], repeat: int) -> float:
-    """The floor for a memory-bound kernel: allocate its output arrays (one per entry of
-    nbytes) fresh and write each byte once, on one thread (np.empty + fill(0))."""
-    sizes = [nbytes] if isinstance(nbytes, int) else list(nbytes)
+    """The floor for a memory-bound kernel, as DESIGN.md defines it: allocate each output
+    array fresh (one per entry of nbytes, all alive at once, as an output's arrays are) as
+    float64 of the same size, and write every byte once on one thread:
+    a = np.empty(N); a.fill(0)."""
+    counts = [-(-size // 8) for size in ([nbytes] if isinstance(nbytes, int) else nbytes)]
 
     def write_once() -> list[np.ndarray]:
-        arrays = [np.empty(size, dtype=np.uint8) for size in sizes]  # all alive, as an output's are
+        arrays = [np.empty(count) for count in counts]
         for a in arrays:
             a.fill(0)
         return arrays
