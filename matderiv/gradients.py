@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 from numbers import Real
-from typing import Any
+from typing import Any, Literal, overload
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -87,6 +87,16 @@ def _W_shape(n: int, m: int, convention: str) -> tuple[int, int]:
 
 
 # --- per-sample gradients ------------------------------------------------------------------
+@overload
+def per_sample_grads(
+    X: ArrayLike, G: ArrayLike, *, convention: str = ..., bias: Literal[False] = ...,
+    out: np.ndarray | None = ..., max_bytes: int | None = ..., n_threads: int | None = ...,
+) -> np.ndarray: ...
+@overload
+def per_sample_grads(
+    X: ArrayLike, G: ArrayLike, *, convention: str = ..., bias: Literal[True],
+    out: np.ndarray | None = ..., max_bytes: int | None = ..., n_threads: int | None = ...,
+) -> tuple[np.ndarray, np.ndarray]: ...
 def per_sample_grads(
     X: ArrayLike,
     G: ArrayLike,
@@ -117,7 +127,7 @@ def per_sample_grads(
     B, n, m = Xc.shape[0], Gc.shape[-1], Xc.shape[-1]
     shape = (B,) + _W_shape(n, m, convention)
     dtype = Xc.dtype
-    parts = [((B, n), dtype)] if bias else []
+    parts: list[tuple[tuple[int, ...], np.dtype]] = [((B, n), dtype)] if bias else []
     if out is not None:
         out = v.check_out(out, shape, dtype, (Xa, Ga))
     else:
@@ -146,6 +156,14 @@ def per_sample_grads(
 
 
 # --- batch gradient ------------------------------------------------------------------------
+@overload
+def batch_grad(
+    X: ArrayLike, G: ArrayLike, *, convention: str = ..., reduce: str = ..., bias: Literal[False] = ...
+) -> np.ndarray: ...
+@overload
+def batch_grad(
+    X: ArrayLike, G: ArrayLike, *, convention: str = ..., reduce: str = ..., bias: Literal[True]
+) -> tuple[np.ndarray, np.ndarray]: ...
 def batch_grad(
     X: ArrayLike,
     G: ArrayLike,
@@ -165,24 +183,26 @@ def batch_grad(
     v.check_choice(convention, "convention", CONVENTIONS)
     v.check_choice(reduce, "reduce", REDUCTIONS)
     _, _, Xc, Gc = _inputs(X, G)
-    return _batch_grad(Xc, Gc, convention, reduce, bias)
-
-
-def _batch_grad(
-    Xc: np.ndarray, Gc: np.ndarray, convention: str, reduce: str, bias: bool
-) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
-    B, n, m = Xc.shape[0], Gc.shape[-1], Xc.shape[-1]
-    rows = math.prod(Xc.shape[:-1])  # B*T (explicit: -1 is ambiguous when m or n is 0)
-    Xf = Xc.reshape(rows, m)
-    Gf = Gc.reshape(rows, n)
-    dW = Gf.T @ Xf if convention == "Wx" else Xf.T @ Gf
-    db = Gf.sum(axis=0) if bias else None
+    dW = _weight_grad(Xc, Gc, convention)
+    db = _rows(Gc).sum(axis=0) if bias else None
     if reduce == "mean":
+        B = Xc.shape[0]
         with np.errstate(invalid="ignore", divide="ignore"):
             np.divide(dW, B, out=dW)
             if db is not None:
                 np.divide(db, B, out=db)
     return dW if db is None else (dW, db)
+
+
+def _rows(A: np.ndarray) -> np.ndarray:
+    """(B, [T,] k) as (B*T, k) (explicit sizes: -1 is ambiguous when k is 0)."""
+    return A.reshape(math.prod(A.shape[:-1]), A.shape[-1])
+
+
+def _weight_grad(Xc: np.ndarray, Gc: np.ndarray, convention: str) -> np.ndarray:
+    """sum_b g_b as one GEMM over all B*T rows: G_flat.T @ X_flat or its transpose."""
+    Xf, Gf = _rows(Xc), _rows(Gc)
+    return Gf.T @ Xf if convention == "Wx" else Xf.T @ Gf
 
 
 # --- norms -----------------------------------------------------------------------------------
@@ -271,6 +291,16 @@ def _grad_norms(Xc: np.ndarray, Gc: np.ndarray, bias: bool, route: str | None = 
 
 
 # --- clipping ---------------------------------------------------------------------------------
+@overload
+def clip_and_sum(
+    X: ArrayLike, G: ArrayLike, max_norm: float, *, convention: str = ...,
+    bias: Literal[False] = ..., n_threads: int | None = ...,
+) -> tuple[np.ndarray, np.ndarray]: ...
+@overload
+def clip_and_sum(
+    X: ArrayLike, G: ArrayLike, max_norm: float, *, convention: str = ...,
+    bias: Literal[True], n_threads: int | None = ...,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]: ...
 def clip_and_sum(
     X: ArrayLike,
     G: ArrayLike,
@@ -307,12 +337,12 @@ def clip_and_sum(
     # c_b g_b = (c_b G[b]) (x) X[b] = G[b] (x) (c_b X[b]): scale the narrower of the two
     per_row = factor.reshape(factor.shape + (1,) * (Gc.ndim - 1))
     if Gc.shape[-1] <= Xc.shape[-1]:
-        dW = _batch_grad(Xc, Gc * per_row, convention, "sum", False)
+        dW = _weight_grad(Xc, Gc * per_row, convention)
     else:
-        dW = _batch_grad(Xc * per_row, Gc, convention, "sum", False)
+        dW = _weight_grad(Xc * per_row, Gc, convention)
     if not bias:
         return dW, norms
-    rows = math.prod(Gc.shape[:-1])
-    steps = rows // max(1, Gc.shape[0])
-    db = Gc.reshape(rows, Gc.shape[-1]).T @ np.repeat(factor, steps)  # sum_b c_b sum_t G[b, t]
+    Gf = _rows(Gc)
+    steps = Gf.shape[0] // max(1, Gc.shape[0])
+    db = Gf.T @ np.repeat(factor, steps)  # sum_b c_b sum_t G[b, t]
     return dW, db, norms

@@ -1,0 +1,3 @@
+import numpy as np
+
+def outer(a: np.ndarray, b: np.ndarray, out: np.ndarray, n_threads: int) -> None: ...
