@@ -787,3 +787,25 @@ def test_sparse_outputs_are_sparse_arrays_not_matrices():
         assert not isinstance(A, sp.spmatrix)
     assert np.array_equal(J.tovec(), ref_vec(np.ones((2, 3)), 2, "Wx", "F"))
     assert np.array_equal(J.toarray(), ref_tensor(np.ones((2, 3)), 2, "Wx"))
+
+
+class _ArrayLikeOnly:
+    """What a CPU torch or jax array offers numpy: __array__, nothing else."""
+
+    def __init__(self, data):
+        self._data = np.asarray(data)
+
+    def __array__(self, dtype=None, copy=None):
+        return self._data if dtype is None else self._data.astype(dtype)
+
+
+def test_objects_with___array___are_accepted_everywhere():
+    x = np.array([1.0, -2.0, 3.0])
+    J = md.jacobian_wx(_ArrayLikeOnly(x), 2)
+    assert np.array_equal(J.toarray(), md.jacobian_wx(x, 2).toarray())
+    assert np.array_equal(J.jvp(_ArrayLikeOnly(np.ones((2, 3)))), np.ones((2, 3)) @ x)
+    assert np.array_equal(J.vjp(_ArrayLikeOnly([1.0, 2.0])), np.outer([1.0, 2.0], x))
+    X = np.arange(6.0).reshape(2, 3)
+    G = np.arange(4.0).reshape(2, 2)
+    assert np.array_equal(md.per_sample_grads(_ArrayLikeOnly(X), _ArrayLikeOnly(G)), np.einsum("bi,bj->bij", G, X))
+    assert np.array_equal(md.batch_grad(_ArrayLikeOnly(X), _ArrayLikeOnly(G)), G.T @ X)
