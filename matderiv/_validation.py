@@ -16,6 +16,8 @@ from ._kernels import _openmp
 #: Largest index stored as int32 in sparse outputs; tests lower it to reach the int64 path.
 INT32_INDEX_MAX = int(np.iinfo(np.int32).max)
 
+_C_INT_MAX = 2**31 - 1  # the kernels take n_threads as a C int
+
 _REAL = (np.dtype(np.float32), np.dtype(np.float64))
 _COMPLEX = (np.dtype(np.complex64), np.dtype(np.complex128))
 
@@ -89,6 +91,13 @@ def check_size(value: Any, name: str) -> int:
     return int(value)
 
 
+def check_flag(value: Any, name: str) -> bool:
+    """A boolean option such as bias: True or False (numpy bools accepted), nothing else."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name}: expected True or False, got {type(value).__name__} {value!r}")
+    return bool(value)
+
+
 def check_choice(value: Any, name: str, choices: tuple[str, ...]) -> str:
     """One of a fixed set of strings, e.g. layout, order, format, convention."""
     if not isinstance(value, str) or value not in choices:
@@ -113,8 +122,8 @@ def n_threads_value(n_threads: Any) -> int:
             return len(os.sched_getaffinity(0))
         except AttributeError:  # not Linux
             return os.cpu_count() or 1
-    if n_threads < 1:
-        raise ValueError(f"n_threads: expected None, -1 or a positive int, got {n_threads}")
+    if not 1 <= n_threads <= _C_INT_MAX:
+        raise ValueError(f"n_threads: expected None, -1 or an int from 1 to {_C_INT_MAX}, got {n_threads}")
     return int(n_threads)
 
 

@@ -122,6 +122,7 @@ def per_sample_grads(
     batch_grad, per_sample_grad_norms and clip_and_sum never do.
     """
     v.check_choice(convention, "convention", CONVENTIONS)
+    bias = v.check_flag(bias, "bias")
     threads = v.n_threads_value(n_threads)
     Xa, Ga, Xc, Gc = _inputs(X, G)
     B, n, m = Xc.shape[0], Gc.shape[-1], Xc.shape[-1]
@@ -158,11 +159,13 @@ def per_sample_grads(
 # --- batch gradient ------------------------------------------------------------------------
 @overload
 def batch_grad(
-    X: ArrayLike, G: ArrayLike, *, convention: str = ..., reduce: str = ..., bias: Literal[False] = ...
+    X: ArrayLike, G: ArrayLike, *, convention: str = ..., reduce: str = ..., bias: Literal[False] = ...,
+    max_bytes: int | None = ...,
 ) -> np.ndarray: ...
 @overload
 def batch_grad(
-    X: ArrayLike, G: ArrayLike, *, convention: str = ..., reduce: str = ..., bias: Literal[True]
+    X: ArrayLike, G: ArrayLike, *, convention: str = ..., reduce: str = ..., bias: Literal[True],
+    max_bytes: int | None = ...,
 ) -> tuple[np.ndarray, np.ndarray]: ...
 def batch_grad(
     X: ArrayLike,
@@ -171,6 +174,7 @@ def batch_grad(
     convention: str = "Wx",
     reduce: str = "sum",
     bias: bool = False,
+    max_bytes: int | None = None,
 ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """The gradient of the whole batch: G_flat.T @ X_flat ("Wx", (n, m)) or
     X_flat.T @ G_flat ("xW", (m, n)), one BLAS call over all B*T rows.
@@ -178,11 +182,16 @@ def batch_grad(
     reduce="sum" gives sum_b g_b; reduce="mean" divides by B, the number of samples
     (not by B*T: the steps of a sequence add up within its sample), so B = 0 gives
     NaN (0/0), as np.mean of an empty axis does.  bias=True returns (dW, db) with
-    db = sum over samples and steps of G (divided by B for "mean").
+    db = sum over samples and steps of G (divided by B for "mean").  max_bytes bounds
+    the output (n*m can dwarf the inputs when B is small).
     """
     v.check_choice(convention, "convention", CONVENTIONS)
     v.check_choice(reduce, "reduce", REDUCTIONS)
+    bias = v.check_flag(bias, "bias")
     _, _, Xc, Gc = _inputs(X, G)
+    n, m = Gc.shape[-1], Xc.shape[-1]
+    parts = [((n, m), Xc.dtype)] + ([((n,), Xc.dtype)] if bias else [])
+    check_output_bytes(parts, what="batch_grad", max_bytes=max_bytes, hint="")
     dW = _weight_grad(Xc, Gc, convention)
     db = _rows(Gc).sum(axis=0) if bias else None
     if reduce == "mean":
@@ -230,14 +239,18 @@ def per_sample_grad_norms(
     nearly cancel gets a norm accurate to about sqrt(eps) * ||G[b]|| ||X[b]||
     (negative round-off is clamped to 0).  NaN and inf propagate.
     """
+    bias = v.check_flag(bias, "bias")
     v.n_threads_value(n_threads)  # validated only: the work is BLAS (see the module notes)
     _, _, Xc, Gc = _inputs(X, G)
     return _grad_norms(Xc, Gc, bias)
 
 
 def _row_dots(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Row-wise dot products of two C-contiguous (S, K) arrays, one BLAS dot per row."""
-    return np.matmul(a[:, None, :], b[:, :, None]).reshape(a.shape[0])
+    """Row-wise dot products of two (S, K) arrays, one BLAS dot per row, in float64:
+    squares of float32 entries overflow (or underflow) long before the norm does."""
+    a64 = a.astype(np.float64, copy=False)
+    b64 = a64 if b is a else b.astype(np.float64, copy=False)
+    return np.matmul(a64[:, None, :], b64[:, :, None]).reshape(a.shape[0])
 
 
 def _route(T: int, n: int, m: int) -> str:
@@ -254,8 +267,8 @@ def _grad_norms(Xc: np.ndarray, Gc: np.ndarray, bias: bool, route: str | None = 
     """Norms from validated inputs; `route` forces a 3-D route (tests), None picks the cheaper."""
     B, n, m = Xc.shape[0], Gc.shape[-1], Xc.shape[-1]
     if Xc.ndim == 2:
-        g2 = _row_dots(Gc, Gc).astype(np.float64)
-        x2 = _row_dots(Xc, Xc).astype(np.float64)
+        g2 = _row_dots(Gc, Gc)
+        x2 = _row_dots(Xc, Xc)
         if bias:
             x2 += 1.0  # ||db_b||^2 = ||G[b]||^2, so ||g_b||^2 + ||db_b||^2 = g2 * (x2 + 1)
         return (np.sqrt(g2) * np.sqrt(x2)).astype(Xc.dtype)
@@ -264,12 +277,13 @@ def _grad_norms(Xc: np.ndarray, Gc: np.ndarray, bias: bool, route: str | None = 
     route = _route(T, n, m) if route is None else v.check_choice(route, "route", ROUTES)
     sq = np.empty(B, dtype=np.float64)
     dtype = Xc.dtype
-    if route == "gram":
-        step = _block_size(2 * T * T * dtype.itemsize, B)
-        gg = np.empty((step, T, T), dtype=dtype)  # G[b,t] . G[b,s], reused by every block
-        xx = np.empty((step, T, T), dtype=dtype)  # X[b,t] . X[b,s]
+    if route == "gram":  # in float64, as _row_dots: the Gram entries are products of squares
+        step = _block_size(8 * (2 * T * T + T * (n + m)), B)
+        gg = np.empty((step, T, T))  # G[b,t] . G[b,s], reused by every block
+        xx = np.empty((step, T, T))  # X[b,t] . X[b,s]
         for lo in range(0, B, step):
-            Gb, Xb = Gc[lo : lo + step], Xc[lo : lo + step]
+            Gb = Gc[lo : lo + step].astype(np.float64, copy=False)
+            Xb = Xc[lo : lo + step].astype(np.float64, copy=False)
             k = Gb.shape[0]
             np.matmul(Gb, Gb.transpose(0, 2, 1), out=gg[:k])
             np.matmul(Xb, Xb.transpose(0, 2, 1), out=xx[:k])
@@ -294,12 +308,12 @@ def _grad_norms(Xc: np.ndarray, Gc: np.ndarray, bias: bool, route: str | None = 
 @overload
 def clip_and_sum(
     X: ArrayLike, G: ArrayLike, max_norm: float, *, convention: str = ...,
-    bias: Literal[False] = ..., n_threads: int | None = ...,
+    bias: Literal[False] = ..., max_bytes: int | None = ..., n_threads: int | None = ...,
 ) -> tuple[np.ndarray, np.ndarray]: ...
 @overload
 def clip_and_sum(
     X: ArrayLike, G: ArrayLike, max_norm: float, *, convention: str = ...,
-    bias: Literal[True], n_threads: int | None = ...,
+    bias: Literal[True], max_bytes: int | None = ..., n_threads: int | None = ...,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]: ...
 def clip_and_sum(
     X: ArrayLike,
@@ -308,6 +322,7 @@ def clip_and_sum(
     *,
     convention: str = "Wx",
     bias: bool = False,
+    max_bytes: int | None = None,
     n_threads: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray] | tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The sum of per-sample gradients, each clipped to norm max_norm (as in DP-SGD):
@@ -325,12 +340,17 @@ def clip_and_sum(
     Non-finite samples follow the arithmetic of c_b * g_b (they are not dropped): a
     NaN norm gives c_b = NaN, which turns all of dW NaN; an infinite norm gives
     c_b = 0, and 0 * inf = NaN where g_b is infinite.  max_norm must be a positive
-    finite number.
+    finite number.  max_bytes bounds the outputs and the scaled copy of G or X.
     """
     v.check_choice(convention, "convention", CONVENTIONS)
     clip = _check_max_norm(max_norm)
+    bias = v.check_flag(bias, "bias")
     v.n_threads_value(n_threads)  # validated only: the work is BLAS (see the module notes)
     _, _, Xc, Gc = _inputs(X, G)
+    B, n, m = Xc.shape[0], Gc.shape[-1], Xc.shape[-1]
+    scaled = Gc.shape[:-1] + (min(n, m),)
+    parts = [((n, m), Xc.dtype), ((B,), Xc.dtype), (scaled, Xc.dtype)] + ([((n,), Xc.dtype)] if bias else [])
+    check_output_bytes(parts, what="clip_and_sum", max_bytes=max_bytes, hint="")
     norms = _grad_norms(Xc, Gc, bias)
     with np.errstate(divide="ignore", invalid="ignore"):
         factor = np.minimum(1, clip / norms)  # norm 0 -> inf -> 1; NaN stays NaN

@@ -492,12 +492,15 @@ def _assemble_coo(shape: tuple[int, int], data: np.ndarray, rows: np.ndarray, co
 
 
 class _JacobianOperator(LinearOperator):
-    """tovec(order) as a LinearOperator, never materialized."""
+    """tovec(order) as a LinearOperator, never materialized; with transposed=True its
+    adjoint (the conjugate transpose), so that both check their operands the same way."""
 
-    def __init__(self, jac: Jacobian, order: str):
+    def __init__(self, jac: Jacobian, order: str, transposed: bool = False):
         self._jac = jac
         self._order = order
-        super().__init__(dtype=jac.dtype, shape=jac._vec_shape())
+        self._transposed = transposed
+        rows, cols = jac._vec_shape()
+        super().__init__(dtype=jac.dtype, shape=(cols, rows) if transposed else (rows, cols))
 
     def _check(self, x: Any, length: int, name: str) -> np.ndarray:
         arr = np.asarray(x)
@@ -520,15 +523,18 @@ class _JacobianOperator(LinearOperator):
     def rmatmat(self, X: ArrayLike) -> np.ndarray:
         return super().rmatmat(self._check(X, self.shape[0], "rmatmat"))
 
-    def _operand(self, X: np.ndarray) -> np.ndarray:
+    def _apply(self, X: np.ndarray, adjoint: bool) -> np.ndarray:
         dtype = np.result_type(self.dtype, v.common_dtype({"x": X}))
-        return v.contiguous(X, dtype)
+        X = v.contiguous(X, dtype)
+        if adjoint != self._transposed:
+            return self._jac._rmatmat(X, self._order)
+        return self._jac._matmat(X, self._order)
 
     def _matmat(self, X: np.ndarray) -> np.ndarray:
-        return self._jac._matmat(self._operand(X), self._order)
+        return self._apply(X, adjoint=False)
 
     def _rmatmat(self, X: np.ndarray) -> np.ndarray:
-        return self._jac._rmatmat(self._operand(X), self._order)
+        return self._apply(X, adjoint=True)
 
     def _matvec(self, x: np.ndarray) -> np.ndarray:
         return self._matmat(x.reshape(-1, 1)).ravel()
@@ -537,14 +543,7 @@ class _JacobianOperator(LinearOperator):
         return self._rmatmat(x.reshape(-1, 1)).ravel()
 
     def _adjoint(self) -> LinearOperator:
-        return LinearOperator(
-            shape=(self.shape[1], self.shape[0]),
-            dtype=self.dtype,
-            matvec=self._rmatvec,
-            rmatvec=self._matvec,
-            matmat=self._rmatmat,
-            rmatmat=self._matmat,
-        )
+        return _JacobianOperator(self._jac, self._order, not self._transposed)
 
 
 def _structured(x: ArrayLike, n: Any, convention: str) -> StructuredJacobian:

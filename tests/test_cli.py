@@ -3,7 +3,10 @@ import io
 import subprocess
 import sys
 
+import numpy as np
 import pytest
+
+import matderiv as md
 
 from matderiv.__main__ import demo, main
 
@@ -48,3 +51,12 @@ def test_bad_size_message(capsys):
     with pytest.raises(SystemExit):
         main(["demo", "--n", "99"])
     assert "expected an int from 1 to 50, got 99" in capsys.readouterr().err
+
+
+def test_demo_refuses_to_show_a_right_claim_as_caught():
+    from matderiv.__main__ import _caught
+
+    x = np.array([1.0, 2.0])
+    W = np.ones((3, 2))
+    with pytest.raises(AssertionError, match="the wrong claim 'right' passed the finite-difference check"):
+        _caught("'right'", lambda W_: W_ @ x, W, md.jacobian_wx(x, 3), io.StringIO())

@@ -528,9 +528,9 @@ def test_bad_reduce():
 @pytest.mark.parametrize("name", ["per_sample_grads", "per_sample_grad_norms", "clip_and_sum"])
 def test_bad_n_threads(name):
     X, G = data(2)
-    with pytest.raises(ValueError, match="n_threads: expected None, -1 or a positive int, got 0"):
+    with pytest.raises(ValueError, match="n_threads: expected None, -1 or an int from 1 to 2147483647, got 0"):
         FUNCS[name](X, G, n_threads=0)
-    with pytest.raises(ValueError, match="n_threads: expected None, -1 or a positive int, got -2"):
+    with pytest.raises(ValueError, match="n_threads: expected None, -1 or an int from 1 to 2147483647, got -2"):
         FUNCS[name](X, G, n_threads=-2)
     with pytest.raises(TypeError, match="n_threads: expected None or an int, got float"):
         FUNCS[name](X, G, n_threads=2.0)
@@ -639,3 +639,52 @@ def test_property_clipped_norms_are_bounded(xg, max_norm):
     dW, db, norms = md.clip_and_sum(X, G, max_norm, bias=True)
     total = np.sqrt((np.asarray(dW, float) ** 2).sum() + (np.asarray(db, float) ** 2).sum())
     assert total <= len(X) * max_norm * (1 + 1e-4) + 1e-6
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda X, G, b: md.per_sample_grads(X, G, bias=b),
+        lambda X, G, b: md.batch_grad(X, G, bias=b),
+        lambda X, G, b: md.per_sample_grad_norms(X, G, bias=b),
+        lambda X, G, b: md.clip_and_sum(X, G, 1.0, bias=b),
+    ],
+)
+def test_bias_must_be_a_bool(call):
+    X, G = np.ones((2, 3)), np.ones((2, 4))
+    with pytest.raises(TypeError, match="bias: expected True or False, got str 'yes'"):
+        call(X, G, "yes")
+    with pytest.raises(TypeError, match="bias: expected True or False, got int 1"):
+        call(X, G, 1)
+
+
+def test_batch_grad_and_clip_and_sum_honour_max_bytes(monkeypatch):
+    X, G = np.ones((1, 100)), np.ones((1, 100))  # 1.6 kB in, an 80 kB (100, 100) out
+    with pytest.raises(md.OutputTooLargeError, match=r"batch_grad: the output \(100, 100\) float64"):
+        md.batch_grad(X, G, max_bytes=1000)
+    with pytest.raises(md.OutputTooLargeError, match=r"clip_and_sum: the output \(100, 100\) float64"):
+        md.clip_and_sum(X, G, 1.0, max_bytes=1000)
+    monkeypatch.setenv("MATDERIV_MAX_BYTES", "1000")
+    with pytest.raises(md.OutputTooLargeError, match="batch_grad"):
+        md.batch_grad(X, G)
+    with pytest.raises(md.OutputTooLargeError, match="clip_and_sum"):
+        md.clip_and_sum(X, G, 1.0, bias=True)
+
+
+@pytest.mark.parametrize("route", [None, "gram", "materialize"])
+@pytest.mark.parametrize("scale", [3e19, 1e-25])
+def test_float32_norms_do_not_overflow_or_underflow_in_the_squares(route, scale):
+    """||G[b]|| ||X[b]|| fits float32 although the squares of the entries do not."""
+    X = np.full((2, 1, 3), scale, dtype=np.float32)
+    G = np.full((2, 1, 3), 1 / scale, dtype=np.float32) * np.float32(2.0)
+    expected = np.float32(2.0 * 3.0)  # ||G_b|| ||X_b|| = sqrt(3) * 2/s * sqrt(3) * s
+    if route is None:
+        got2 = md.per_sample_grad_norms(X[:, 0], G[:, 0])
+        np.testing.assert_allclose(got2, expected, rtol=1e-6)
+        got3 = md.per_sample_grad_norms(X, G)
+    else:
+        got3 = gradients._grad_norms(X, G, False, route=route)
+    assert got3.dtype == np.float32
+    np.testing.assert_allclose(got3, expected, rtol=1e-6)
+    dW, norms = md.clip_and_sum(X[:, 0], G[:, 0], 1.0)
+    assert np.all(np.isfinite(dW))

@@ -984,3 +984,14 @@ def test_fresh_zeroed_outputs_and_kernel_zeroing_agree(monkeypatch, rng, convent
         assert np.array_equal(J.toarray(layout), np.stack([ref_tensor(x, 3, convention, layout) for x in X]))
     for order in ORDERS:
         assert np.array_equal(J.tovec(order), np.concatenate([ref_vec(x, 3, convention, order) for x in X]))
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.complex128])
+def test_operator_adjoint_of_adjoint_is_the_operator(rng, dtype):
+    J = md.jacobian_wx(random_array(rng, (2, 3), dtype), 4)
+    A = J.aslinearoperator("C")
+    u = random_array(rng, (12,), dtype)
+    w = random_array(rng, (8,), dtype)
+    assert A.H.H.shape == A.shape
+    np.testing.assert_allclose(A.H.H @ u, A @ u, rtol=1e-13)
+    np.testing.assert_allclose(A.H @ w, J.tovec("C").conj().T @ w, rtol=1e-13)
