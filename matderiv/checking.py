@@ -41,32 +41,54 @@ def _work_dtype(dtype: np.dtype) -> np.dtype:
     return np.dtype(np.complex128) if dtype.kind == "c" else np.dtype(np.float64)
 
 
-def numerical_jacobian(
+def _single(dtype: np.dtype) -> bool:
+    return np.dtype(dtype) in (np.dtype(np.float32), np.dtype(np.complex64))
+
+
+def _resolution(dtype: np.dtype) -> float:
+    """Relative rounding of f's values: float32 eps for single-precision outputs, else float64's."""
+    return float(np.finfo(np.float32 if _single(dtype) else np.float64).eps)
+
+
+def _check_positive(value: Any, name: str) -> float:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{name}: expected a positive finite float, got {type(value).__name__} {value!r}")
+    if not (np.isfinite(value) and value > 0):
+        raise ValueError(f"{name}: expected a positive finite float, got {value!r}")
+    return float(value)
+
+
+def _differences(
     f: Callable[[np.ndarray], ArrayLike],
     W: ArrayLike,
-    *,
-    eps: float | None = None,
-    max_bytes: int | None = None,
-) -> np.ndarray:
-    """Central differences (f(W + h E_ab) - f(W - h E_ab)) / 2h, shape f(W).shape + W.shape.
+    eps: float | None,
+    max_bytes: int | None,
+    scratch: int,
+) -> tuple[np.ndarray, np.ndarray, np.dtype]:
+    """Central differences, the rounding noise of each column (per W entry), f's dtype.
 
-    W is perturbed in float64 (complex128 for complex W: the holomorphic derivative
-    along the real axis); h = eps * max(1, |W_ab|), eps defaulting to cbrt(float64 eps).
-    Costs 2 * W.size calls of f; the result is guarded by max_bytes like every
-    materializing call.
+    `scratch` output-sized float64 arrays that the caller will add are counted
+    against max_bytes with the result.
     """
     arr = v.as_array(W, "W", range(0, 33))
     # order="C": Wflat below must be a view of W0 (a Fortran-ordered copy would make
     # reshape(-1) a copy, and every perturbation would be lost)
     W0 = np.array(arr, dtype=_work_dtype(v.common_dtype({"W": arr})), order="C")
-    if eps is None:
-        eps = float(np.cbrt(np.finfo(np.float64).eps))
-    elif not (isinstance(eps, (int, float, np.floating)) and np.isfinite(eps) and eps > 0):
-        raise ValueError(f"eps: expected a positive finite float, got {eps!r}")
+    if eps is not None:
+        eps = _check_positive(eps, "eps")
     f0 = np.asarray(f(W0.copy()))
+    resolution = _resolution(f0.dtype)
+    if eps is None:
+        eps = float(np.cbrt(resolution))  # balances truncation (h^2) against rounding (1/h)
     shape, dtype = f0.shape + W0.shape, np.result_type(f0.dtype, W0.dtype, np.float64)
-    check_output_bytes([(shape, dtype)], what="numerical_jacobian", max_bytes=max_bytes, hint="")
+    check_output_bytes(
+        [(shape, dtype)] + [(shape, np.dtype(np.float64))] * scratch,
+        what="numerical_jacobian",
+        max_bytes=max_bytes,
+        hint="",
+    )
     J = np.empty(shape, dtype=dtype)
+    noise = np.empty(W0.size)
     Jflat = J.reshape(f0.size, W0.size)
     Wflat = W0.reshape(-1)
     for k in range(W0.size):
@@ -80,14 +102,32 @@ def numerical_jacobian(
         if fp.shape != f0.shape or fm.shape != f0.shape:
             raise ValueError(f"f: returned shape {fp.shape} for a perturbed W, but {f0.shape} at W")
         Jflat[:, k] = ((fp - fm) / (2 * h)).reshape(-1)
-    return J
+        # each value of f is rounded to `resolution` relative: the quotient carries
+        # about resolution * |f| / h of noise
+        noise[k] = 2 * resolution * max(np.max(np.abs(fp), initial=0.0), np.max(np.abs(fm), initial=0.0)) / h
+    return J, noise.reshape(W0.shape), f0.dtype
 
 
-def _default_tolerances(dtype: np.dtype) -> tuple[float, float]:
-    """(rtol, atol) for a claimed Jacobian of `dtype`: the claim is rounded to its precision."""
-    if dtype in (np.float32, np.complex64):
-        return 1e-4, 1e-5
-    return 1e-6, 1e-7
+def numerical_jacobian(
+    f: Callable[[np.ndarray], ArrayLike],
+    W: ArrayLike,
+    *,
+    eps: float | None = None,
+    max_bytes: int | None = None,
+) -> np.ndarray:
+    """Central differences (f(W + h E_ab) - f(W - h E_ab)) / 2h, shape f(W).shape + W.shape.
+
+    W is perturbed in float64 (complex128 for complex W: the holomorphic derivative
+    along the real axis); h = eps * max(1, |W_ab|), eps defaulting to the cube root
+    of the precision of f's output (float32 or float64).  Costs 2 * W.size calls of f;
+    the result is guarded by max_bytes like every materializing call.
+    """
+    return _differences(f, W, eps, max_bytes, scratch=0)[0]
+
+
+def _default_tolerances(single: bool) -> tuple[float, float]:
+    """(rtol, atol) when the claim or f is single precision, or both are double."""
+    return (1e-3, 1e-4) if single else (1e-6, 1e-7)
 
 
 def check_jacobian(
@@ -103,35 +143,47 @@ def check_jacobian(
     """Compare a claimed Jacobian of f at W with central differences.
 
     J: an array in numerator layout (f(W).shape + W.shape) or a matderiv Jacobian.
-    An entry passes when |J - N| <= atol + rtol * |N|, with N the numerical Jacobian;
-    the defaults depend on J's dtype (1e-6/1e-7 double, 1e-4/1e-5 single), with atol
-    scaled by max(1, max|N|).  Returns a JacobianCheck; raises JacobianMismatch naming
-    the worst entry when any entry fails.
+    An entry passes when |J - N| <= atol + rtol * |N|, with N the numerical Jacobian.
+    Defaults follow the lower precision of J and of f's output (1e-6/1e-7 double,
+    1e-3/1e-4 single), with atol scaled by max(1, max|N|) and widened by the rounding
+    noise of each difference quotient (precision * max|f| / h). Returns a JacobianCheck;
+    raises JacobianMismatch naming the worst entry when any entry fails. Besides N,
+    three arrays of N's size are needed (all counted against max_bytes).
     """
     if isinstance(J, Jacobian):
         claimed = J.toarray("numerator", max_bytes=max_bytes)
     else:
         claimed = v.as_array(J, "J", range(0, 65))
         claimed = v.contiguous(claimed, v.common_dtype({"J": claimed}))
-    N = numerical_jacobian(f, W, eps=eps, max_bytes=max_bytes)
+    tolerances = {}
+    for name, tol in (("rtol", rtol), ("atol", atol)):
+        if tol is not None:
+            if isinstance(tol, (bool, np.bool_)) or not isinstance(tol, (int, float, np.integer, np.floating)):
+                raise TypeError(f"{name}: expected a non-negative float, got {type(tol).__name__} {tol!r}")
+            if not tol >= 0:
+                raise ValueError(f"{name}: expected a non-negative float, got {tol!r}")
+            tolerances[name] = float(tol)
+    N, noise, f_dtype = _differences(f, W, eps, max_bytes, scratch=3)
     if claimed.shape != N.shape:
         raise ValueError(
             f"J: expected shape {N.shape} (f(W).shape + W.shape, numerator layout), got {claimed.shape}"
         )
-    d_rtol, d_atol = _default_tolerances(claimed.dtype)
-    rtol = d_rtol if rtol is None else float(rtol)
+    d_rtol, d_atol = _default_tolerances(_single(claimed.dtype) or _single(f_dtype))
+    rtol = tolerances.get("rtol", d_rtol)
     scale = max(1.0, float(np.max(np.abs(N), initial=0.0)))
-    atol = d_atol * scale if atol is None else float(atol)
-    for name, tol in (("rtol", rtol), ("atol", atol)):
-        if not tol >= 0:
-            raise ValueError(f"{name}: expected a non-negative float, got {tol!r}")
-    with np.errstate(over="ignore", invalid="ignore"):  # inf/NaN entries are verdicts, not warnings
-        err = np.abs(claimed - N)  # promotes: a complex claim is not cast to a real N
-        rel = err / np.maximum(np.abs(N), np.finfo(np.float64).tiny)
-        excess = err - (atol + rtol * np.abs(N))
-    bad = ~(excess <= 0)  # NaN counts as a failure
-    if err.size == 0:
+    atol = tolerances.get("atol", d_atol * scale)
+    if N.size == 0:
         return JacobianCheck(0.0, (), 0.0, (), 0, rtol, atol, N)
+    with np.errstate(over="ignore", invalid="ignore"):  # inf/NaN entries are verdicts, not warnings
+        absN = np.abs(N)
+        err = np.abs(claimed - N)  # promotes: a complex claim is not cast to a real N
+        bound = absN * rtol
+        bound += atol
+        if "atol" not in tolerances:
+            bound += noise  # broadcast over f's axes
+        bad = ~(err <= bound)  # NaN counts as a failure
+        excess = np.subtract(err, bound, out=bound)
+        rel = np.divide(err, np.maximum(absN, np.finfo(np.float64).tiny, out=absN), out=absN)
     i_abs = _argmax(err)
     i_rel = _argmax(rel)
     result = JacobianCheck(
@@ -140,7 +192,7 @@ def check_jacobian(
     if result.n_bad:
         worst = _argmax(np.where(np.isnan(excess), np.inf, excess))
         raise JacobianMismatch(
-            f"J disagrees with central differences in {result.n_bad} of {err.size} entries; "
+            f"J disagrees with central differences in {result.n_bad} of {N.size} entries; "
             f"worst at index {worst}: J = {claimed[worst].item()!r}, numerical = {N[worst].item()!r}, "
             f"abs error {err[worst]:.3g}, rel error {rel[worst]:.3g} (rtol={rtol:.3g}, atol={atol:.3g})"
         )
