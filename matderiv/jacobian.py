@@ -346,6 +346,25 @@ class StructuredJacobian(Jacobian):
             return res.reshape(n * m, k)
         return (xh @ U.reshape(S, n * k)).reshape(n * m, k)
 
+    def _left_product(self, A: np.ndarray, out: np.ndarray, order: str, transposed: bool) -> None:
+        """out = A @ tovec(order), or its transpose, for a single x, by broadcasting:
+        no tovec is built. A: (a, n); out: (a, n*m), or (n*m, a) when transposed.
+
+        With y = x: I (x) y^T gives (A @ M)[i, j*m + k] = A[i, j] y_k, and
+        y^T (x) I gives (A @ M)[i, j + n*k] = A[i, j] y_k.
+        """
+        y = self._x[0]
+        a, n, m = A.shape[0], self.n, self.m
+        if self._vec_pattern(order) == _CONTIGUOUS:
+            if transposed:
+                np.multiply(A.T[:, None, :], y[None, :, None], out=out.reshape(n, m, a))
+            else:
+                np.multiply(A[:, :, None], y[None, None, :], out=out.reshape(a, n, m))
+        elif transposed:
+            np.multiply(y[:, None, None], A.T[None, :, :], out=out.reshape(m, n, a))
+        else:
+            np.multiply(y[None, :, None], A[:, None, :], out=out.reshape(a, m, n))
+
     def _add_to_vec(self, out: np.ndarray, order: str) -> None:
         """out += tovec(order) for a single x, touching only the n*m structural entries."""
         n, m = self.n, self.m
@@ -386,8 +405,10 @@ class TotalJacobian(Jacobian):
         return self._base._inputs() + (self._W,) + dx
 
     def _scratch(self) -> list[tuple[tuple[int, ...], np.dtype]]:
-        # dx/dW as an (m, n*m) matrix: a Jacobian object is materialized, an array may be
-        # transposed into F order; either is the size of dx_dW, not of the output
+        # dx/dW as an (m, n*m) matrix: an array may be transposed into F order, another
+        # kind of Jacobian is materialized; a structured one is never built
+        if isinstance(self._dx, StructuredJacobian):
+            return []
         return [((self.m, self.n * self.m), self.dtype)]
 
     def _dx_vec(self, order: str) -> np.ndarray:
@@ -397,12 +418,18 @@ class TotalJacobian(Jacobian):
         return dx.reshape(self.m, self.n * self.m).astype(self.dtype, copy=False)
 
     def _fill_vec(self, out: np.ndarray, order: str, n_threads: int, zeroed: bool = False) -> None:
-        np.matmul(self._W, self._dx_vec(order), out=out)
+        if isinstance(self._dx, StructuredJacobian):
+            self._dx._left_product(self._W, out, order, transposed=False)
+        else:
+            np.matmul(self._W, self._dx_vec(order), out=out)
         self._base._add_to_vec(out, order)
 
     def _fill_vec_transposed(self, out_t: np.ndarray, order: str) -> None:
         """out_t = tovec(order).T written directly: the denominator layout and the CSC data."""
-        np.matmul(self._dx_vec(order).T, self._W.T, out=out_t)
+        if isinstance(self._dx, StructuredJacobian):
+            self._dx._left_product(self._W, out_t, order, transposed=True)
+        else:
+            np.matmul(self._dx_vec(order).T, self._W.T, out=out_t)
         self._base._add_to_vec(out_t.T, order)
 
     def _fill_tensor(self, out: np.ndarray, layout: str, n_threads: int, zeroed: bool) -> None:

@@ -995,3 +995,28 @@ def test_operator_adjoint_of_adjoint_is_the_operator(rng, dtype):
     assert A.H.H.shape == A.shape
     np.testing.assert_allclose(A.H.H @ u, A @ u, rtol=1e-13)
     np.testing.assert_allclose(A.H @ w, J.tovec("C").conj().T @ w, rtol=1e-13)
+
+
+@pytest.mark.parametrize("order", ORDERS)
+def test_dependent_with_a_structured_dx_never_builds_dx(rng, order):
+    """x = W.T @ y with dx_dW = jacobian_xw(y, m): W @ dx/dW is written by broadcasting,
+    so an output far smaller than dx/dW fits a budget of twice its size."""
+    n, m = 2, 3000
+    W = rng.standard_normal((n, m))
+    y = rng.standard_normal(n)
+    T = md.jacobian_wx(W.T @ y, n, W=W, dx_dW=md.jacobian_xw(y, m))
+    dense = md.jacobian_wx(W.T @ y, n, W=W, dx_dW=md.jacobian_xw(y, m).toarray())
+    budget = 2 * n * n * m * 8  # dx/dW alone would be m * n * m * 8 = 144 MB
+    expected = {layout: dense.toarray(layout) for layout in LAYOUTS}
+    expected_vec = dense.tovec(order)
+    tracemalloc.start()
+    got = {layout: T.toarray(layout, max_bytes=budget) for layout in LAYOUTS}
+    got_vec = T.tovec(order, max_bytes=budget)
+    got_csc = T.tosparse("csc", order)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    for layout in LAYOUTS:
+        np.testing.assert_allclose(got[layout], expected[layout], rtol=1e-14)
+    np.testing.assert_allclose(got_vec, expected_vec, rtol=1e-14)
+    np.testing.assert_allclose(got_csc.toarray(), expected_vec, rtol=1e-14)
+    assert peak < 20 * n * n * m * 8
