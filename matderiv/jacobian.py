@@ -38,8 +38,8 @@ _DENSE_HINT = (
 )
 _SPARSE_HINT = "Use the lazy Jacobian (jvp, vjp, aslinearoperator) instead."
 
-# Row patterns of the Kronecker builders (see matderiv/_kernels/_kron.pyx):
-# name -> (rows per sample, entries per row, column of entry 0 per row, column step, value per row)
+# The three row patterns of the Kronecker builders (matderiv/_kernels/_kron.pyx); every
+# dense form is one of them over a 2-D view of its output (StructuredJacobian._scatter):
 _CONTIGUOUS = "contiguous"  # I (x) x^T: row i holds x at columns i*m .. i*m + m-1
 _STRIDED = "strided"  # x^T (x) I: row i holds x at columns i, i + n, i + 2n, ...
 _IDENTITY = "identity"  # x_a * I_n blocks (denominator layout of the row convention)
