@@ -149,10 +149,9 @@ def per_sample_grads(
 
     if not bias:
         return out
-    if Gc.ndim == 3:
-        db = Gc.sum(axis=1)
-    else:  # db[b] = G[b]: a copy, unless coercion already made one
-        db = Gc.copy() if np.may_share_memory(Gc, Ga) else Gc
+    db = _bias_grads(Gc)
+    if np.may_share_memory(db, Ga):  # 2-D: db is G itself, returned as a copy
+        db = db.copy()
     return out, db
 
 
@@ -206,6 +205,11 @@ def batch_grad(
 def _rows(A: np.ndarray) -> np.ndarray:
     """(B, [T,] k) as (B*T, k) (explicit sizes: -1 is ambiguous when k is 0)."""
     return A.reshape(math.prod(A.shape[:-1]), A.shape[-1])
+
+
+def _bias_grads(Gc: np.ndarray) -> np.ndarray:
+    """Per-sample bias gradients db_b = sum_t G[b, t], (B, n): G itself when 2-D."""
+    return Gc if Gc.ndim == 2 else Gc.sum(axis=1)
 
 
 def _weight_grad(Xc: np.ndarray, Gc: np.ndarray, convention: str) -> np.ndarray:
@@ -299,7 +303,7 @@ def _grad_norms(Xc: np.ndarray, Gc: np.ndarray, bias: bool, route: str | None = 
             flat = gw[:k].reshape(k, n * m)
             sq[lo : lo + k] = _row_dots(flat, flat)
     if bias:
-        db = Gc.sum(axis=1)  # (B, n): the bias gradients, O(inputs)
+        db = _bias_grads(Gc)
         sq += _row_dots(db, db)
     return np.sqrt(sq).astype(Xc.dtype)
 
@@ -362,7 +366,5 @@ def clip_and_sum(
         dW = _weight_grad(Xc * per_row, Gc, convention)
     if not bias:
         return dW, norms
-    Gf = _rows(Gc)
-    steps = Gf.shape[0] // max(1, Gc.shape[0])
-    db = Gf.T @ np.repeat(factor, steps)  # sum_b c_b sum_t G[b, t]
+    db = _bias_grads(Gc).T @ factor  # sum_b c_b db_b
     return dW, db, norms
