@@ -217,8 +217,10 @@ def per_sample_grad_dots(
     K = _grad_dots(Xc, Gc, X2c, G2c, same, bias)
     if normalize:
         threads = v.n_threads_value(None)
-        inv = _inverse_norms(Xc, Gc, bias, threads)
-        _scale_outer(K, inv, inv if same else _inverse_norms(X2c, G2c, bias, threads))
+        u = _inverse_norms(Xc, Gc, bias, threads)
+        w = u if same else _inverse_norms(X2c, G2c, bias, threads)
+        # u[a] * w[b] is commutative: a symmetric K stays exactly symmetric
+        _scale_blocks(K, _pair_side(8), same, lambda i, j: np.multiply.outer(u[i], w[j]))
     return K
 
 
@@ -255,16 +257,15 @@ def _grad_dots(Xc, Gc, X2c, G2c, same: bool, bias: bool, route: str | None = Non
     B, B2, n, m = Xc.shape[0], X2c.shape[0], Gc.shape[-1], Xc.shape[-1]
     K = np.empty((B, B2), dtype=Xc.dtype)
     if Xc.ndim == 2:
-        side = _pair_side(Xc.dtype.itemsize)
+        np.matmul(Gc, G2c.T, out=K)  # numpy's syrk when same: exactly symmetric
 
-        def block(i: slice, j: slice) -> np.ndarray:
-            out = Gc[i] @ G2c[j].T
-            xx = Xc[i] @ X2c[j].T
+        def xx(i: slice, j: slice) -> np.ndarray:
+            out = Xc[i] @ X2c[j].T
             if bias:
-                xx += 1  # <db_a, db_b> = <G[a], G2[b]>: K = GG (XX + 1)
-            return np.multiply(out, xx, out=out)
+                out += 1  # <db_a, db_b> = <G[a], G2[b]>: K = GG (XX + 1)
+            return out
 
-        _fill_blocks(K, side, side, same, block)
+        _scale_blocks(K, _pair_side(Xc.dtype.itemsize), same, xx)
         return K
 
     T, T2 = Xc.shape[1], X2c.shape[1]
@@ -292,7 +293,7 @@ def _grad_dots(Xc, Gc, X2c, G2c, same: bool, bias: bool, route: str | None = Non
             out = ga @ gb.T
             return out if db is None else np.add(out, db[i] @ db2[j].T, out=out)
 
-    _fill_blocks(K, side, side, same, block)
+    _fill_blocks(K, side, same, block)
     return K
 
 
@@ -309,24 +310,37 @@ def _dots_route(B: int, B2: int, T: int, T2: int, n: int, m: int, itemsize: int)
     return "gram" if gram < materialize else "materialize"
 
 
-def _fill_blocks(
-    K: np.ndarray, rows: int, cols: int, symmetric: bool, block: Callable[[slice, slice], np.ndarray]
-) -> None:
-    """K[i, j] = block(i, j) over a grid of row and column slices.  symmetric: only the
-    blocks on and above the diagonal are computed (rows == cols); each is mirrored, and
-    a diagonal block's upper triangle is copied onto its lower one, so K == K.T exactly."""
-    B, B2 = K.shape
-    for lo in range(0, B, rows):
-        i = slice(lo, min(lo + rows, B))
-        for clo in range(lo if symmetric else 0, B2, cols):
-            j = slice(clo, min(clo + cols, B2))
-            out = block(i, j)
-            if symmetric and clo == lo:
-                lower = np.tril_indices(out.shape[0], -1)
-                out[lower] = out.T[lower]
-            K[i, j] = out
-            if symmetric and clo != lo:
-                K[j, i] = out.T
+def _blocks(shape: tuple[int, int], side: int, symmetric: bool):
+    """Yield (i, j) slices of a grid of side x side blocks; symmetric: those on and above
+    the diagonal only."""
+    B, B2 = shape
+    for lo in range(0, B, side):
+        for clo in range(lo if symmetric else 0, B2, side):
+            yield slice(lo, min(lo + side, B)), slice(clo, min(clo + side, B2))
+
+
+def _fill_blocks(K: np.ndarray, side: int, symmetric: bool, block: Callable[[slice, slice], np.ndarray]) -> None:
+    """K[i, j] = block(i, j) over the grid.  symmetric: each block above the diagonal
+    is mirrored, and a diagonal block's upper triangle is copied onto its lower one,
+    so K == K.T exactly."""
+    for i, j in _blocks(K.shape, side, symmetric):
+        out = block(i, j)
+        if symmetric and i == j:
+            lower = np.tril_indices(out.shape[0], -1)
+            out[lower] = out.T[lower]
+        K[i, j] = out
+        if symmetric and i != j:
+            K[j, i] = out.T
+
+
+def _scale_blocks(K: np.ndarray, side: int, symmetric: bool, block: Callable[[slice, slice], np.ndarray]) -> None:
+    """K[i, j] *= block(i, j) over the grid, in place.  symmetric (K == K.T exactly on
+    entry, block(i, i) exactly symmetric): K[j, i] *= block(i, j).T, so K stays so."""
+    for i, j in _blocks(K.shape, side, symmetric):
+        f = block(i, j)
+        K[i, j] *= f
+        if symmetric and i != j:
+            K[j, i] *= f.T
 
 
 def _inverse_norms(Xc: np.ndarray, Gc: np.ndarray, bias: bool, threads: int) -> np.ndarray:
@@ -336,14 +350,6 @@ def _inverse_norms(Xc: np.ndarray, Gc: np.ndarray, bias: bool, threads: int) -> 
         inv = 1.0 / norms
     inv[norms == 0] = 0.0
     return inv
-
-
-def _scale_outer(K: np.ndarray, u: np.ndarray, w: np.ndarray) -> None:
-    """K[a, b] *= u[a] * w[b] in place, in row blocks within BLOCK_BYTES (the product
-    u[a] * w[b] is commutative, so a symmetric K stays exactly symmetric)."""
-    step = _g._block_size(8 * K.shape[1], K.shape[0])
-    for lo in range(0, K.shape[0], step):
-        K[lo : lo + step] *= np.multiply.outer(u[lo : lo + step], w)
 
 
 # --- K-FAC --------------------------------------------------------------------------------------
