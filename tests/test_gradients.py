@@ -688,3 +688,18 @@ def test_float32_norms_do_not_overflow_or_underflow_in_the_squares(route, scale)
     np.testing.assert_allclose(got3, expected, rtol=1e-6)
     dW, norms = md.clip_and_sum(X[:, 0], G[:, 0], 1.0)
     assert np.all(np.isfinite(dW))
+
+
+@pytest.mark.parametrize("ndim", [2, 3])
+def test_float32_norms_accumulate_in_float64_without_a_float64_copy(ndim):
+    """The row sums are float64 (matching a float64 reference to float32's last bit) and
+    no float64 copy of X or G is made (the peak is far below the inputs' size)."""
+    X, G = data(ndim, np.float32, b=2048, t=3, n=40, m=50)
+    want = ref_norms(X, G, True)  # float64 arithmetic on the float32 values
+    got = md.per_sample_grad_norms(X, G, bias=True)
+    np.testing.assert_allclose(got, want.astype(np.float32), rtol=2e-7)
+    _, norms = md.clip_and_sum(X, G, 1.0)
+    np.testing.assert_allclose(norms, ref_norms(X, G).astype(np.float32), rtol=2e-7)
+    inputs = X.nbytes + G.nbytes
+    assert _peak_bytes(lambda: md.per_sample_grad_norms(X, G, bias=True)) < inputs / 4
+    assert _peak_bytes(lambda: md.clip_and_sum(X, G, 1.0)) < inputs + 40 * 50 * 4 + 2048 * 8 * 3
