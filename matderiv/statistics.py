@@ -286,10 +286,17 @@ def _grad_dots(Xc, Gc, X2c, G2c, same: bool, bias: bool, route: str | None = Non
 
     else:
         side = _g._block_size(n * m * size, max(B, B2))
+        rows: dict[int, np.ndarray] = {}  # the row block's gradients, made once per row block
+
+        def grads(Xs: np.ndarray, Gs: np.ndarray, k: slice) -> np.ndarray:
+            return np.matmul(Gs[k].transpose(0, 2, 1), Xs[k]).reshape(k.stop - k.start, n * m)
 
         def block(i: slice, j: slice) -> np.ndarray:
-            ga = np.matmul(Gc[i].transpose(0, 2, 1), Xc[i]).reshape(i.stop - i.start, n * m)
-            gb = np.matmul(G2c[j].transpose(0, 2, 1), X2c[j]).reshape(j.stop - j.start, n * m)
+            if i.start not in rows:
+                rows.clear()
+                rows[i.start] = grads(Xc, Gc, i)
+            ga = rows[i.start]
+            gb = ga if same and i == j else grads(X2c, G2c, j)
             out = ga @ gb.T
             return out if db is None else np.add(out, db[i] @ db2[j].T, out=out)
 
