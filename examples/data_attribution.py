@@ -14,7 +14,7 @@ gives the whole (n_train, n_test) matrix of inner products from two small GEMMs 
 layer, without ever materializing a per-sample gradient; self-influence is
 md.per_sample_grad_norms squared (the diagonal of the same matrix).
 
-The model, x -> relu(x @ W1 + c1) -> softmax(h @ W2 + c2), is trained with minibatch
+The model, x -> relu(x @ W1 + c1) -> softmax(h @ W2 + c2) (examples/dp_sgd.py), is trained with minibatch
 SGD on Gaussian blobs, every gradient from md.batch_grad; some training labels are
 flipped so that self-influence has something to find.
 
@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 
 import numpy as np
+from dp_sgd import forward  # the same two-layer model as the DP-SGD example next to this one
 
 import matderiv as md
 
@@ -44,17 +45,6 @@ def init_params(rng: np.random.Generator, n_features: int, n_hidden: int, n_clas
         "W2": rng.standard_normal((n_hidden, n_classes)) / np.sqrt(n_hidden),
         "c2": np.zeros(n_classes),
     }
-
-
-def forward(params: dict[str, np.ndarray], X: np.ndarray):
-    """Pre-activations, hidden activations and class probabilities."""
-    z1 = X @ params["W1"] + params["c1"]
-    h = np.maximum(z1, 0.0)
-    logits = h @ params["W2"] + params["c2"]
-    logits -= logits.max(axis=1, keepdims=True)
-    p = np.exp(logits)
-    p /= p.sum(axis=1, keepdims=True)
-    return z1, h, p
 
 
 def layer_signals(params: dict[str, np.ndarray], X: np.ndarray, y: np.ndarray):

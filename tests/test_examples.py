@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import importlib.util
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +11,8 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 
 def _load(name: str):
+    if str(EXAMPLES) not in sys.path:  # as when run as a script: examples import each other
+        sys.path.insert(0, str(EXAMPLES))
     spec = importlib.util.spec_from_file_location(f"example_{name}", EXAMPLES / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

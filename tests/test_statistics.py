@@ -2,15 +2,13 @@
 statistics of per-sample gradients materialized with einsum in float64."""
 from __future__ import annotations
 
-import tracemalloc
-
 import numpy as np
 import pytest
 
 import matderiv as md
 from conftest import CONVENTIONS, REAL_DTYPES, assert_close
 from matderiv import gradients, statistics
-from test_gradients import _layouts, data, ref_grads, ref_norms
+from test_gradients import _layouts, _peak_bytes, data, ref_grads, ref_norms
 
 B, T, N, M = 5, 4, 3, 6
 ROUTES = ["gram", "materialize"]
@@ -298,15 +296,6 @@ def test_empty_dimensions(ndim, b, t, n, m):
             np.testing.assert_array_equal(statistics._grad_dots(X, G, X, G, True, True, route), ref_dots(X, G, X, G, True))
     A, S = md.kfac_factors(X, G, bias=True)
     assert A.shape == (m + 1, m + 1) and S.shape == (n, n)
-
-
-def _peak_bytes(fn):
-    tracemalloc.start()
-    try:
-        fn()
-        return tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
 
 
 def test_statistics_do_not_materialize(monkeypatch):

@@ -9,7 +9,7 @@ import numpy as np
 
 import matderiv as md
 
-from .bench_gradients import PARAM_NAMES, PARAMS, _data
+from .bench_gradients import PARAM_NAMES, PARAMS, _data, _short_or_long
 
 
 def _materialized(X, G):
@@ -58,12 +58,7 @@ class PerSampleGradDots:
     param_names = ["ndim", "dtype", "T"]
 
     def setup(self, ndim, dtype, T):
-        if ndim == 2 and T != 8:
-            raise NotImplementedError("T applies to 3-D inputs only")
-        if ndim == 2:
-            self.X, self.G = _data(2, dtype, 512, T, 256, 256)
-        else:
-            self.X, self.G = _data(3, dtype, 32, T, 128, 128)
+        self.X, self.G = _short_or_long(ndim, dtype, T, 512)
 
     def time_per_sample_grad_dots(self, ndim, dtype, T):
         md.per_sample_grad_dots(self.X, self.G)
