@@ -228,13 +228,12 @@ def per_sample_grad_norms(
     bias=True includes the bias gradient: sqrt(||g_b||^2 + ||db_b||^2).
 
     2-D: ||outer(G[b], X[b])|| = ||G[b]|| * ||X[b]||, O(B*(n+m)) time and memory.
-    3-D: one of two routes:
-      * Gram:        ||g_b||^2 = sum_{t,s} (G[b,t].G[b,s]) (X[b,t].X[b,s]), one kernel
-                     pass using the symmetry in t, s, cost ~ T^2 (n + m) / 2 per sample,
-                     no temporaries;
+    3-D: one of two routes, both blocked over samples so temporaries stay near
+    BLOCK_BYTES (4 MiB; at least one sample's worth):
+      * Gram:        ||g_b||^2 = sum_{t,s} (G[b,t].G[b,s]) (X[b,t].X[b,s]),
+                     cost ~ T^2 (n + m + 1) per sample, (block, T, T) float64 temporaries;
       * materialize: g_b = G[b].T @ X[b] per block of samples, then its sum of squares,
-                     cost ~ (T + 1) n m per sample, (block, n, m) temporaries within
-                     BLOCK_BYTES (4 MiB; at least one sample's worth).
+                     cost ~ (T + 1) n m per sample, (block, n, m) temporaries.
     The cheaper by these counts is taken: Gram when T^2 (n + m + 1) < (T + 1) n m,
     roughly when T < n m / (n + m).  The Gram sum can cancel: a gradient whose steps
     nearly cancel gets a norm accurate to about sqrt(eps) * ||G[b]|| ||X[b]||
@@ -288,12 +287,22 @@ def _grad_squared_norms(Xc: np.ndarray, Gc: np.ndarray, bias: bool, route: str |
 
     T = Xc.shape[1]
     route = _route(T, n, m) if route is None else v.check_choice(route, "route", ROUTES)
-    if route == "gram":  # one kernel pass, the T x T Gram entries formed and used in registers
-        sq = np.empty(B)
-        _rows_kernels.gram_sq(Gc, Xc, sq, threads)
+    sq = np.empty(B)
+    # serial reductions inside the block loops: an OpenMP region between BLAS calls would
+    # fight BLAS's spinning threads for the cores, and one block is little work
+    if route == "gram":  # in float64: the Gram entries are products of squares
+        step = _block_size(8 * (2 * T * T + T * (n + m)), B)
+        gg = np.empty((step, T, T))  # G[b,t] . G[b,s], reused by every block
+        xx = np.empty((step, T, T))  # X[b,t] . X[b,s]
+        for lo in range(0, B, step):
+            Gb = Gc[lo : lo + step].astype(np.float64, copy=False)  # a float64 block, not a copy of G
+            Xb = Xc[lo : lo + step].astype(np.float64, copy=False)
+            k = Gb.shape[0]
+            np.matmul(Gb, Gb.transpose(0, 2, 1), out=gg[:k])
+            np.matmul(Xb, Xb.transpose(0, 2, 1), out=xx[:k])
+            sq[lo : lo + k] = _row_dots(gg[:k].reshape(k, T * T), xx[:k].reshape(k, T * T), 1)
         np.maximum(sq, 0.0, out=sq)  # round-off of a cancelling sum; NaN stays NaN
     else:
-        sq = np.empty(B)
         step = _block_size(n * m * Xc.dtype.itemsize, B)
         gw = np.empty((step, n, m), dtype=Xc.dtype)  # one block of per-sample gradients
         for lo in range(0, B, step):
@@ -301,7 +310,7 @@ def _grad_squared_norms(Xc: np.ndarray, Gc: np.ndarray, bias: bool, route: str |
             k = Gb.shape[0]
             np.matmul(Gb.transpose(0, 2, 1), Xb, out=gw[:k])
             flat = gw[:k].reshape(k, n * m)
-            sq[lo : lo + k] = _row_dots(flat, flat, threads)
+            sq[lo : lo + k] = _row_dots(flat, flat, 1)
     if bias:
         db = _bias_grads(Gc)
         sq += _row_dots(db, db, threads)

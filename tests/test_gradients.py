@@ -691,9 +691,11 @@ def test_float32_norms_do_not_overflow_or_underflow_in_the_squares(route, scale)
 
 
 @pytest.mark.parametrize("ndim", [2, 3])
-def test_float32_norms_accumulate_in_float64_without_a_float64_copy(ndim):
+def test_float32_norms_accumulate_in_float64_without_a_float64_copy(monkeypatch, ndim):
     """The row sums are float64 (matching a float64 reference to float32's last bit) and
-    no float64 copy of X or G is made (the peak is far below the inputs' size)."""
+    no float64 copy of X or G is made (the peak is far below the inputs' size; the 3-D
+    Gram route converts one block of samples at a time)."""
+    monkeypatch.setattr(gradients, "BLOCK_BYTES", 2**16)
     X, G = data(ndim, np.float32, b=2048, t=3, n=40, m=50)
     want = ref_norms(X, G, True)  # float64 arithmetic on the float32 values
     got = md.per_sample_grad_norms(X, G, bias=True)
