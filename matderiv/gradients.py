@@ -36,6 +36,10 @@ ROUTES = ("gram", "materialize")
 #: Bytes of temporaries one block of samples may use in the 3-D norm routes.
 BLOCK_BYTES = 4 * 2**20
 
+#: Sequences up to this length take the Gram route in one OpenMP kernel pass (no tiny
+#: BLAS call per sample); longer ones in BLAS blocks, faster per multiply-add.
+GRAM_KERNEL_STEPS = 32
+
 _MATERIALIZE_HINT = (
     "batch_grad gives the sum, per_sample_grad_norms the norms and clip_and_sum the "
     "clipped sum without materializing per-sample gradients."
@@ -231,7 +235,9 @@ def per_sample_grad_norms(
     3-D: one of two routes, both blocked over samples so temporaries stay near
     BLOCK_BYTES (4 MiB; at least one sample's worth):
       * Gram:        ||g_b||^2 = sum_{t,s} (G[b,t].G[b,s]) (X[b,t].X[b,s]),
-                     cost ~ T^2 (n + m + 1) per sample, (block, T, T) float64 temporaries;
+                     cost ~ T^2 (n + m + 1) per sample, (block, T, T) float64 temporaries
+                     (T <= GRAM_KERNEL_STEPS: one kernel pass on n_threads threads, no
+                     temporaries, half the pairs by symmetry);
       * materialize: g_b = G[b].T @ X[b] per block of samples, then its sum of squares,
                      cost ~ (T + 1) n m per sample, (block, n, m) temporaries.
     The cheaper by these counts is taken: Gram when T^2 (n + m + 1) < (T + 1) n m,
@@ -290,7 +296,10 @@ def _grad_squared_norms(Xc: np.ndarray, Gc: np.ndarray, bias: bool, route: str |
     sq = np.empty(B)
     # serial reductions inside the block loops: an OpenMP region between BLAS calls would
     # fight BLAS's spinning threads for the cores, and one block is little work
-    if route == "gram":  # in float64: the Gram entries are products of squares
+    if route == "gram" and T <= GRAM_KERNEL_STEPS:
+        _rows_kernels.gram_sq(Gc, Xc, sq, threads)  # float64 sums, symmetry in t, s used
+        np.maximum(sq, 0.0, out=sq)  # round-off of a cancelling sum; NaN stays NaN
+    elif route == "gram":  # in float64: the Gram entries are products of squares
         step = _block_size(8 * (2 * T * T + T * (n + m)), B)
         gg = np.empty((step, T, T))  # G[b,t] . G[b,s], reused by every block
         xx = np.empty((step, T, T))  # X[b,t] . X[b,s]

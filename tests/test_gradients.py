@@ -705,3 +705,24 @@ def test_float32_norms_accumulate_in_float64_without_a_float64_copy(monkeypatch,
     inputs = X.nbytes + G.nbytes
     assert _peak_bytes(lambda: md.per_sample_grad_norms(X, G, bias=True)) < inputs / 4
     assert _peak_bytes(lambda: md.clip_and_sum(X, G, 1.0)) < inputs + 40 * 50 * 4 + 2048 * 8 * 3
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("t", [0, 1, 4, 9])
+def test_gram_kernel_and_gram_blocks_agree(monkeypatch, dtype, t):
+    """Short sequences take the Gram route in one kernel pass, long ones in BLAS blocks:
+    both give the einsum norms (also where steps cancel, and for float32 entries whose
+    squares overflow float32)."""
+    X, G = data(3, dtype, b=7, t=t)
+    want = ref_norms(X, G, True)
+    kernel = gradients._grad_norms(X, G, True, "gram")
+    monkeypatch.setattr(gradients, "GRAM_KERNEL_STEPS", 0)
+    monkeypatch.setattr(gradients, "BLOCK_BYTES", 1)  # one sample per block
+    blocks = gradients._grad_norms(X, G, True, "gram")
+    assert_close(kernel, want, dtype)
+    assert_close(blocks, want, dtype)
+    big = np.full((2, 2, 3), 3e19, dtype=np.float32)
+    assert_close(gradients._grad_norms(big, 1 / big, False, "gram"), [6.0, 6.0], np.float32)
+    x, g = X[:, :1], G[:, :1]
+    cancelled = gradients._grad_norms(np.concatenate([x, x], axis=1), np.concatenate([g, -g], axis=1), False, "gram")
+    assert (cancelled >= 0).all() and (cancelled <= 1e-3 * want.max()).all()

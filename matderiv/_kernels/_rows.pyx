@@ -46,6 +46,42 @@ def row_dots(
         o[s] = _dot(a0 + s * K, b0 + s * K, K)
 
 
+def gram_sq(
+    const floating[:, :, ::1] a,   # IN  (S, T, P)
+    const floating[:, :, ::1] b,   # IN  (S, T, Q)
+    double[::1] out,               # OUT (S,): sum_{t,u} <a[s,t], a[s,u]> <b[s,t], b[s,u]>
+    int n_threads,
+):
+    """||sum_t outer(a[s, t], b[s, t])||^2 by the Gram identity, in float64: the
+    symmetric T x T double sum as its diagonal plus twice its upper triangle,
+    T (T + 1) / 2 (P + Q) multiply-adds per sample, no temporaries."""
+    cdef Py_ssize_t S = a.shape[0], T = a.shape[1], P = a.shape[2], Q = b.shape[2], s, t, u
+    cdef double diag, upper
+    cdef const floating *ar
+    cdef const floating *br
+    if S == 0:
+        return
+    if T == 0:
+        out[:] = 0
+        return
+    cdef const floating *a0 = &a[0, 0, 0] if P else NULL
+    cdef const floating *b0 = &b[0, 0, 0] if Q else NULL
+    cdef double *o = &out[0]
+    if a0 == NULL or b0 == NULL:
+        out[:] = 0
+        return
+    for s in prange(S, schedule="static", nogil=True, num_threads=n_threads):
+        ar = a0 + s * T * P
+        br = b0 + s * T * Q
+        diag = 0
+        upper = 0
+        for t in range(T):
+            diag = diag + _dot(ar + t * P, ar + t * P, P) * _dot(br + t * Q, br + t * Q, Q)
+            for u in range(t + 1, T):
+                upper = upper + _dot(ar + t * P, ar + u * P, P) * _dot(br + t * Q, br + u * Q, Q)
+        o[s] = diag + 2 * upper
+
+
 def clip_rows(
     const floating[:, ::1] a,   # IN  (S, P): the operand that is scaled
     const floating[:, ::1] b,   # IN  (S, Q): the other operand
