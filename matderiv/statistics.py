@@ -124,10 +124,13 @@ def grad_variance(
     """np.var(per_sample_grads(X, G), axis=0, ddof=ddof), W's shape, without the stack in 2-D.
 
     var = sum_b (g_b - mean)^2 / (B - ddof).
-    2-D: from S2 = (G*G).T @ (X*X) and S1 = G.T @ X as (S2 - S1 * S1 / B) / (B - ddof),
-    both GEMMs in float64 (also for float32 inputs, through float64 copies of X and G):
-    the subtraction loses about log10(mean^2 / var) of float64's 16 digits, so float32
-    gradients whose mean dominates their spread by 10^4 still get ~1e-8 relative accuracy.
+    2-D float64: from S2 = (G*G).T @ (X*X) and S1 = G.T @ X as (S2 - S1 * S1 / B) / (B - ddof),
+    two GEMMs; the subtraction loses about log10(mean^2 / var) of float64's 16 digits.
+    2-D float32 (whose 7 digits that subtraction would wipe out): centred on
+    c = outer(a, x0) with a, x0 the column means of G and X, d_b = g_b - c =
+    outer(G[b] - a, X[b]) + outer(a, X[b] - x0), whose sums of d and d*d are float32 GEMMs
+    of centred factors with no cancellation: sum d*d = ((G-a)^2).T @ X^2
+    + 2 a * ((G-a).T @ (X (X-x0))) + a^2 * sum (X-x0)^2, spread = sum d*d - (sum d)^2 / B.
     3-D: per-sample gradients in blocks within BLOCK_BYTES, each block centred on its own
     mean and merged with Chan's pairwise update in float64 (no cancellation at all).
     bias=True returns (vW, vb) with vb the variance of db_b, shape (n,), two-pass in float64.
@@ -140,12 +143,8 @@ def grad_variance(
     B, n, m, dtype = Xc.shape[0], Gc.shape[-1], Xc.shape[-1], Xc.dtype
     _output_check("grad_variance", _W_shape(n, m, convention), n, bias, dtype, max_bytes)
     if Xc.ndim == 2:
-        X64, G64 = Xc.astype(np.float64, copy=False), Gc.astype(np.float64, copy=False)
-        s1 = G64.T @ X64
-        spread = np.square(G64).T @ np.square(X64)  # S2, then S2 - S1^2 / B in place
-        with np.errstate(invalid="ignore", divide="ignore"):
-            spread -= s1 * (s1 / B)
-        np.maximum(spread, 0.0, out=spread)  # round-off of the subtraction; NaN stays NaN
+        spread = _centred_spread_2d(Xc, Gc) if dtype == np.float32 else _spread_2d(Xc, Gc)
+        np.maximum(spread, 0.0, out=spread)  # round-off of a subtraction; NaN stays NaN
         if B == 1:  # one sample has no spread (not round-off): 0, or NaN where not finite
             np.multiply(spread, 0.0, out=spread)
     else:
@@ -157,6 +156,39 @@ def grad_variance(
     with np.errstate(invalid="ignore", divide="ignore"):
         db -= db.sum(axis=0) / B
     return vW, _per_dof(np.square(db).sum(axis=0), B, ddof).astype(dtype)
+
+
+def _spread_2d(Xc: np.ndarray, Gc: np.ndarray) -> np.ndarray:
+    """sum_b (g_b - mean)^2 = S2 - S1^2 / B, (n, m) float64 (see grad_variance)."""
+    s1 = Gc.T @ Xc
+    spread = np.square(Gc).T @ np.square(Xc)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        spread -= s1 * (s1 / Xc.shape[0])
+    return spread
+
+
+def _centred_spread_2d(Xc: np.ndarray, Gc: np.ndarray) -> np.ndarray:
+    """sum_b (g_b - mean)^2 from float32 GEMMs of centred factors, (n, m) float64 (see
+    grad_variance): two GEMM calls, one of them twice as wide."""
+    B, m = Xc.shape
+    with np.errstate(invalid="ignore", divide="ignore"):
+        a = Gc.sum(axis=0, dtype=np.float64) / B
+        x0 = Xc.sum(axis=0, dtype=np.float64) / B
+    Gd = Gc - a.astype(Gc.dtype)
+    Xd = Xc - x0.astype(Xc.dtype)
+    sum_xd = Xd.sum(axis=0, dtype=np.float64)
+    sum_xd2 = np.square(Xd).sum(axis=0, dtype=np.float64)
+    both = np.empty((B, 2 * m), dtype=Xc.dtype)  # [X, X * Xd]
+    both[:, :m] = Xc
+    np.multiply(Xc, Xd, out=both[:, m:])
+    prods = (Gd.T @ both).astype(np.float64)  # [(G-a).T X, (G-a).T (X Xd)]
+    spread = (np.square(Gd).T @ np.square(Xc)).astype(np.float64)
+    spread += 2 * a[:, None] * prods[:, m:]
+    spread += np.square(a)[:, None] * sum_xd2
+    total = prods[:, :m] + a[:, None] * sum_xd  # sum_b d_b
+    with np.errstate(invalid="ignore", divide="ignore"):
+        spread -= total * (total / B)
+    return spread
 
 
 def _centred_squares(Xc: np.ndarray, Gc: np.ndarray) -> np.ndarray:
