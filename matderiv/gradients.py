@@ -9,10 +9,12 @@ sequences X (B, T, m) with G (B, T, n), where sample b's gradient sums its T ste
 
 and a bias (f = W @ x + c) has the gradient db_b = sum_t G[b, t].
 
-Threads: 2-D per_sample_grads, the norms and the clipping factors run matderiv's
-OpenMP kernels on n_threads threads; the matrix products are BLAS, whose own thread
-pool applies (OPENBLAS_NUM_THREADS, threadpoolctl).  The row-wise reductions
-accumulate in float64 whatever the input dtype, without a float64 copy of the inputs.
+Threads: 2-D per_sample_grads, the norms, the short-sequence Gram norms and the
+clipping factors run matderiv's OpenMP kernels on n_threads threads (the reductions
+inside the 3-D block loops, between BLAS calls, run serially); the matrix products are
+BLAS, whose own thread pool applies (OPENBLAS_NUM_THREADS, threadpoolctl).  The
+row-wise reductions accumulate in float64 whatever the input dtype, without a float64
+copy of the inputs.
 """
 from __future__ import annotations
 

@@ -12,7 +12,7 @@ With g_b = sum_t outer(G[b, t], X[b, t]) sample b's weight gradient ("Wx", (n, m
 2-D inputs are one or two GEMMs; sequences either materialize per-sample gradients
 block by block (temporaries within gradients.BLOCK_BYTES, 4 MiB, or twice that where two
 blocks meet) or use the T x T Gram identity, whichever costs fewer multiply-adds.
-float32 stays float32; sums that cancel are formed in float64.
+float32 stays float32; sums that would cancel are centred first or formed in float64.
 """
 from __future__ import annotations
 
