@@ -252,7 +252,7 @@ def per_sample_grad_dots(
         u = _inverse_norms(Xc, Gc, bias, threads)
         w = u if same else _inverse_norms(X2c, G2c, bias, threads)
         # u[a] * w[b] is commutative: a symmetric K stays exactly symmetric
-        _scale_blocks(K, _pair_side(8), same, lambda i, j: np.multiply.outer(u[i], w[j]))
+        _scale_blocks(K, *_grid(8, K.shape, same), same, lambda i, j: np.multiply.outer(u[i], w[j]))
     return K
 
 
@@ -297,7 +297,7 @@ def _grad_dots(Xc, Gc, X2c, G2c, same: bool, bias: bool, route: str | None = Non
                 out += 1  # <db_a, db_b> = <G[a], G2[b]>: K = GG (XX + 1)
             return out
 
-        _scale_blocks(K, _pair_side(Xc.dtype.itemsize), same, xx)
+        _scale_blocks(K, *_grid(Xc.dtype.itemsize, K.shape, same), same, xx)
         return K
 
     T, T2 = Xc.shape[1], X2c.shape[1]
@@ -305,7 +305,7 @@ def _grad_dots(Xc, Gc, X2c, G2c, same: bool, bias: bool, route: str | None = Non
     route = _dots_route(B, B2, T, T2, n, m, size) if route is None else v.check_choice(route, "route", ROUTES)
     db, db2 = (_bias_grads(Gc), _bias_grads(G2c)) if bias else (None, None)
     if route == "gram":
-        side = _pair_side(size * max(1, T * T2))
+        grid = _grid(size * max(1, T * T2), K.shape, same)
         Gf, Xf, G2f, X2f = _rows(Gc), _rows(Xc), _rows(G2c), _rows(X2c)
 
         def block(i: slice, j: slice) -> np.ndarray:
@@ -318,6 +318,7 @@ def _grad_dots(Xc, Gc, X2c, G2c, same: bool, bias: bool, route: str | None = Non
 
     else:
         side = _g._block_size(n * m * size, max(B, B2))
+        grid = (side, side)
         rows: dict[int, np.ndarray] = {}  # the row block's gradients, made once per row block
 
         def grads(Xs: np.ndarray, Gs: np.ndarray, k: slice) -> np.ndarray:
@@ -332,13 +333,18 @@ def _grad_dots(Xc, Gc, X2c, G2c, same: bool, bias: bool, route: str | None = Non
             out = ga @ gb.T
             return out if db is None else np.add(out, db[i] @ db2[j].T, out=out)
 
-    _fill_blocks(K, side, same, block)
+    _fill_blocks(K, *grid, same, block)
     return K
 
 
-def _pair_side(bytes_per_pair: int) -> int:
-    """Samples per side of a square block of K whose temporaries fit BLOCK_BYTES."""
-    return max(1, math.isqrt(_g.BLOCK_BYTES // max(1, bytes_per_pair)))
+def _grid(bytes_per_pair: int, shape: tuple[int, int], symmetric: bool) -> tuple[int, int]:
+    """(rows, cols) of the blocks of K whose temporaries fit BLOCK_BYTES: squares when
+    symmetric (blocks on the diagonal mirror themselves), else full-width row stripes."""
+    area = max(1, _g.BLOCK_BYTES // max(1, bytes_per_pair))
+    if symmetric:
+        side = max(1, math.isqrt(area))
+        return side, side
+    return max(1, area // max(1, shape[1])), max(1, shape[1])
 
 
 def _dots_route(B: int, B2: int, T: int, T2: int, n: int, m: int, itemsize: int) -> str:
@@ -349,20 +355,22 @@ def _dots_route(B: int, B2: int, T: int, T2: int, n: int, m: int, itemsize: int)
     return "gram" if gram < materialize else "materialize"
 
 
-def _blocks(shape: tuple[int, int], side: int, symmetric: bool):
-    """Yield (i, j) slices of a grid of side x side blocks; symmetric: those on and above
-    the diagonal only."""
+def _blocks(shape: tuple[int, int], rows: int, cols: int, symmetric: bool):
+    """Yield (i, j) slices of a grid of rows x cols blocks; symmetric (rows == cols):
+    those on and above the diagonal only."""
     B, B2 = shape
-    for lo in range(0, B, side):
-        for clo in range(lo if symmetric else 0, B2, side):
-            yield slice(lo, min(lo + side, B)), slice(clo, min(clo + side, B2))
+    for lo in range(0, B, rows):
+        for clo in range(lo if symmetric else 0, B2, cols):
+            yield slice(lo, min(lo + rows, B)), slice(clo, min(clo + cols, B2))
 
 
-def _fill_blocks(K: np.ndarray, side: int, symmetric: bool, block: Callable[[slice, slice], np.ndarray]) -> None:
+def _fill_blocks(
+    K: np.ndarray, rows: int, cols: int, symmetric: bool, block: Callable[[slice, slice], np.ndarray]
+) -> None:
     """K[i, j] = block(i, j) over the grid.  symmetric: each block above the diagonal
     is mirrored, and a diagonal block's upper triangle is copied onto its lower one,
     so K == K.T exactly."""
-    for i, j in _blocks(K.shape, side, symmetric):
+    for i, j in _blocks(K.shape, rows, cols, symmetric):
         out = block(i, j)
         if symmetric and i == j:
             lower = np.tril_indices(out.shape[0], -1)
@@ -372,10 +380,12 @@ def _fill_blocks(K: np.ndarray, side: int, symmetric: bool, block: Callable[[sli
             K[j, i] = out.T
 
 
-def _scale_blocks(K: np.ndarray, side: int, symmetric: bool, block: Callable[[slice, slice], np.ndarray]) -> None:
+def _scale_blocks(
+    K: np.ndarray, rows: int, cols: int, symmetric: bool, block: Callable[[slice, slice], np.ndarray]
+) -> None:
     """K[i, j] *= block(i, j) over the grid, in place.  symmetric (K == K.T exactly on
     entry, block(i, i) exactly symmetric): K[j, i] *= block(i, j).T, so K stays so."""
-    for i, j in _blocks(K.shape, side, symmetric):
+    for i, j in _blocks(K.shape, rows, cols, symmetric):
         f = block(i, j)
         K[i, j] *= f
         if symmetric and i != j:
