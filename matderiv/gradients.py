@@ -279,8 +279,11 @@ def _grad_norms(
     """Norms from validated inputs; `route` forces a 3-D route (tests), None picks the cheaper;
     threads None: the default count."""
     threads = v.n_threads_value(None) if threads is None else threads
-    sq = _grad_squared_norms(Xc, Gc, bias, route, threads)
-    return np.sqrt(sq).astype(Xc.dtype)
+    if Xc.ndim == 2:  # ||g_b||^2 + ||db_b||^2 = ||G[b]||^2 (||X[b]||^2 + 1), straight into the output
+        norms = np.empty(Xc.shape[0], dtype=Xc.dtype)
+        _rows_kernels.outer_norms(Gc, Xc, 0.0, 1.0 if bias else 0.0, norms, threads)
+        return norms
+    return np.sqrt(_grad_squared_norms(Xc, Gc, bias, route, threads)).astype(Xc.dtype)
 
 
 def _grad_squared_norms(Xc: np.ndarray, Gc: np.ndarray, bias: bool, route: str | None, threads: int) -> np.ndarray:

@@ -26,6 +26,43 @@ cdef inline double _dot(const floating *a, const floating *b, Py_ssize_t K) noex
     return ((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7))
 
 
+cdef inline double _sumsq(const floating *a, Py_ssize_t K) noexcept nogil:
+    """sum_k a[k]^2 in double: _dot(a, a, K) with one load and one conversion per entry."""
+    cdef double s0 = 0, s1 = 0, s2 = 0, s3 = 0, s4 = 0, s5 = 0, s6 = 0, s7 = 0, x
+    cdef Py_ssize_t k = 0
+    while k + 8 <= K:
+        x = a[k]
+        s0 += x * x
+        x = a[k + 1]
+        s1 += x * x
+        x = a[k + 2]
+        s2 += x * x
+        x = a[k + 3]
+        s3 += x * x
+        x = a[k + 4]
+        s4 += x * x
+        x = a[k + 5]
+        s5 += x * x
+        x = a[k + 6]
+        s6 += x * x
+        x = a[k + 7]
+        s7 += x * x
+        k += 8
+    while k < K:
+        x = a[k]
+        s0 += x * x
+        k += 1
+    return ((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7))
+
+
+cdef inline double _outer_norm(
+    const floating *a, const floating *b, Py_ssize_t P, Py_ssize_t Q, double a_shift, double b_shift
+) noexcept nogil:
+    """||outer(a, b)|| with shifted squared norms, sqrt(||a||^2 + a_shift) sqrt(||b||^2 + b_shift)
+    (a product of square roots: it overflows only where the norm itself does)."""
+    return sqrt(_sumsq(a, P) + a_shift) * sqrt(_sumsq(b, Q) + b_shift)
+
+
 def row_dots(
     const floating[:, ::1] a,   # IN  (S, K)
     const floating[:, ::1] b,   # IN  (S, K)
@@ -42,8 +79,12 @@ def row_dots(
     cdef const floating *a0 = &a[0, 0]
     cdef const floating *b0 = &b[0, 0]
     cdef double *o = &out[0]
-    for s in prange(S, schedule="static", nogil=True, num_threads=n_threads):
-        o[s] = _dot(a0 + s * K, b0 + s * K, K)
+    if a0 == b0:  # squared norms
+        for s in prange(S, schedule="static", nogil=True, num_threads=n_threads):
+            o[s] = _sumsq(a0 + s * K, K)
+    else:
+        for s in prange(S, schedule="static", nogil=True, num_threads=n_threads):
+            o[s] = _dot(a0 + s * K, b0 + s * K, K)
 
 
 def gram_sq(
@@ -76,10 +117,30 @@ def gram_sq(
         diag = 0
         upper = 0
         for t in range(T):
-            diag = diag + _dot(ar + t * P, ar + t * P, P) * _dot(br + t * Q, br + t * Q, Q)
+            diag = diag + _sumsq(ar + t * P, P) * _sumsq(br + t * Q, Q)
             for u in range(t + 1, T):
                 upper = upper + _dot(ar + t * P, ar + u * P, P) * _dot(br + t * Q, br + u * Q, Q)
         o[s] = diag + 2 * upper
+
+
+def outer_norms(
+    const floating[:, ::1] a,   # IN  (S, P)
+    const floating[:, ::1] b,   # IN  (S, Q)
+    double a_shift,             # IN  added to ||a[s]||^2
+    double b_shift,             # IN  added to ||b[s]||^2 (1 for a bias: ||db||^2 = ||G[s]||^2)
+    floating[::1] out,          # OUT (S,): sqrt(||a[s]||^2 + a_shift) sqrt(||b[s]||^2 + b_shift)
+    int n_threads,
+):
+    """Norms of the row outer products, accumulated in float64, written in the inputs'
+    dtype (one output array, no float64 temporaries)."""
+    cdef Py_ssize_t S = a.shape[0], P = a.shape[1], Q = b.shape[1], s
+    if S == 0:
+        return
+    cdef const floating *a0 = &a[0, 0] if P else NULL
+    cdef const floating *b0 = &b[0, 0] if Q else NULL
+    cdef floating *o = &out[0]
+    for s in prange(S, schedule="static", nogil=True, num_threads=n_threads):
+        o[s] = <floating>_outer_norm(a0 + s * P, b0 + s * Q, P, Q, a_shift, b_shift)
 
 
 def clip_rows(
@@ -97,7 +158,7 @@ def clip_rows(
     (with the shifts), its clipping factor, and the scaled row.  NaN norms give NaN
     factors (NaN rows), infinite norms factor 0."""
     cdef Py_ssize_t S = a.shape[0], P = a.shape[1], Q = b.shape[1], s, k
-    cdef double na, nb, nrm, c
+    cdef double nrm, c
     cdef const floating *ar
     cdef floating *sr
     cdef floating cf
@@ -110,13 +171,7 @@ def clip_rows(
     cdef double *fo = &factor[0]
     for s in prange(S, schedule="static", nogil=True, num_threads=n_threads):
         ar = a0 + s * P
-        na = a_shift
-        nb = b_shift
-        if P:
-            na = na + _dot(ar, ar, P)
-        if Q:
-            nb = nb + _dot(b0 + s * Q, b0 + s * Q, Q)
-        nrm = sqrt(na) * sqrt(nb)
+        nrm = _outer_norm(ar, b0 + s * Q, P, Q, a_shift, b_shift)
         no[s] = nrm
         if nrm == 0:
             c = 1.0
