@@ -355,16 +355,17 @@ def clip_and_sum(
     scaled = Gc.shape[:-1] + (min(n, m),)
     parts = [((n, m), Xc.dtype), ((B,), Xc.dtype), (scaled, Xc.dtype)] + ([((n,), Xc.dtype)] if bias else [])
     check_output_bytes(parts, what="clip_and_sum", max_bytes=max_bytes, hint="")
-    norms = _grad_norms(Xc, Gc, bias)
-    with np.errstate(divide="ignore", invalid="ignore"):
+    # non-finite inputs follow the arithmetic documented above, without warnings
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        norms = _grad_norms(Xc, Gc, bias)
         factor = np.minimum(1, clip / norms)  # norm 0 -> inf -> 1; NaN stays NaN
-    # c_b g_b = (c_b G[b]) (x) X[b] = G[b] (x) (c_b X[b]): scale the narrower of the two
-    per_row = factor.reshape(factor.shape + (1,) * (Gc.ndim - 1))
-    if Gc.shape[-1] <= Xc.shape[-1]:
-        dW = _weight_grad(Xc, Gc * per_row, convention)
-    else:
-        dW = _weight_grad(Xc * per_row, Gc, convention)
-    if not bias:
-        return dW, norms
-    db = _bias_grads(Gc).T @ factor  # sum_b c_b db_b
+        # c_b g_b = (c_b G[b]) (x) X[b] = G[b] (x) (c_b X[b]): scale the narrower of the two
+        per_row = factor.reshape(factor.shape + (1,) * (Gc.ndim - 1))
+        if Gc.shape[-1] <= Xc.shape[-1]:
+            dW = _weight_grad(Xc, Gc * per_row, convention)
+        else:
+            dW = _weight_grad(Xc * per_row, Gc, convention)
+        if not bias:
+            return dW, norms
+        db = _bias_grads(Gc).T @ factor  # sum_b c_b db_b
     return dW, db, norms
