@@ -3,25 +3,14 @@ from __future__ import annotations
 
 import os
 import platform
-import re
 
 import numpy as np
 import scipy
 
 from . import _threads
 from . import _validation as v
-from ._kernels import WAIT_POLICY, _openmp
+from ._kernels import WAIT_POLICY, _openmp, loaded_runtimes
 from ._memory import memory_limit
-
-
-def _mapped(pattern: str) -> list[str]:
-    """Paths of the shared libraries mapped into this process whose name matches (Linux)."""
-    try:
-        with open("/proc/self/maps") as fh:
-            maps = fh.read()
-    except OSError:
-        return []
-    return sorted(set(re.findall(rf"(/\S*/(?:{pattern})[^/\s]*\.so[^/\s]*)$", maps, re.M)))
 
 
 def _blas() -> str:
@@ -47,7 +36,7 @@ def report() -> list[tuple[str, str]]:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
         cores = os.cpu_count() or 1
-    runtime = ", ".join(_mapped("libgomp|libiomp5|libomp")) or "none loaded"
+    runtime = ", ".join(loaded_runtimes()) or "none loaded"
     return [
         ("matderiv", __version__),
         ("numpy", np.__version__),

@@ -351,3 +351,10 @@ def test_huge_n_is_named():
     assert md.jacobian_wx(np.ones((2, 0)), 2**20).toarray().shape == (2, 2**20, 2**20, 0)
     with pytest.raises(md.OutputTooLargeError, match=r"over the limit of .* \(9223372036854775807 bytes; set by numpy's maximum array size\)"):
         _memory.check_output_bytes([((2**62, 4), np.float64)], what="toarray", max_bytes=2**64, hint="")
+
+
+def test_runtime_loaded_before_matderiv_is_reported():
+    res = _run_python("import ctypes, ctypes.util; ctypes.CDLL(ctypes.util.find_library('gomp') or 'libgomp.so.1'); " + _SHOW)
+    policy = res.stdout.split("\n")[0]
+    if _openmp.have_openmp() and "libgomp" in " ".join(__import__("matderiv._kernels").loaded_runtimes()):
+        assert policy.startswith("the runtime's default (") and "was loaded before matderiv)" in policy

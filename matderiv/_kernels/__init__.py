@@ -10,18 +10,19 @@ OMP_WAIT_POLICY=PASSIVE and the environment is restored right after, so child pr
 and other libraries see it unchanged. WAIT_POLICY says what happened.
 """
 import os
+import re
 
 _USER_VARS = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME")
 
 
-def _loaded_runtimes():
-    """Names of the OpenMP runtimes mapped into this process (Linux; empty elsewhere)."""
+def loaded_runtimes():
+    """Paths of the OpenMP runtimes mapped into this process (Linux; empty elsewhere)."""
     try:
         with open("/proc/self/maps") as fh:
             maps = fh.read()
     except OSError:
         return []
-    return [lib for lib in ("libgomp", "libiomp5", "libomp") if f"/{lib}" in maps]
+    return sorted(set(re.findall(r"(/\S*/(?:libgomp|libiomp5|libomp)[^/\s]*\.so[^/\s]*)$", maps, re.M)))
 
 
 def _load():
@@ -30,7 +31,7 @@ def _load():
         from . import _openmp
         return "set by the environment (" + ", ".join(
             f"{name}={os.environ[name]}" for name in _USER_VARS if name in os.environ) + ")"
-    preloaded = _loaded_runtimes()
+    preloaded = loaded_runtimes()
     os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
     try:
         from . import _openmp
@@ -38,7 +39,7 @@ def _load():
         del os.environ["OMP_WAIT_POLICY"]
     if not _openmp.have_openmp():
         return "none (serial build)"
-    if preloaded:
+    if preloaded and set(loaded_runtimes()) <= set(preloaded):  # ours was already there
         return f"the runtime's default ({', '.join(preloaded)} was loaded before matderiv)"
     return "PASSIVE (set by matderiv at load)"
 
