@@ -14,7 +14,7 @@ import pytest
 import matderiv as md
 from matderiv import _memory, _threads
 from matderiv import _validation as v
-from matderiv._kernels import _openmp
+from matderiv._kernels import _openmp, loaded_runtimes
 
 # Large enough that every kernel below starts a team (above MATDERIV_SERIAL_BELOW_BYTES).
 _B, _N, _M = 64, 48, 64
@@ -356,5 +356,5 @@ def test_huge_n_is_named():
 def test_runtime_loaded_before_matderiv_is_reported():
     res = _run_python("import ctypes, ctypes.util; ctypes.CDLL(ctypes.util.find_library('gomp') or 'libgomp.so.1'); " + _SHOW)
     policy = res.stdout.split("\n")[0]
-    if _openmp.have_openmp() and "libgomp" in " ".join(__import__("matderiv._kernels").loaded_runtimes()):
+    if _openmp.have_openmp() and "libgomp" in " ".join(loaded_runtimes()):
         assert policy.startswith("the runtime's default (") and "was loaded before matderiv)" in policy
