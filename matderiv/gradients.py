@@ -379,23 +379,24 @@ def clip_and_sum(
     scaled = Gc.shape[:-1] + (min(n, m),)
     parts = [((n, m), Xc.dtype), ((B,), Xc.dtype), (scaled, Xc.dtype)] + ([((n,), Xc.dtype)] if bias else [])
     check_output_bytes(parts, what="clip_and_sum", max_bytes=max_bytes, hint="")
-    # c_b g_b = (c_b G[b]) (x) X[b] = G[b] (x) (c_b X[b]): scale the narrower of the two
-    scale_G = n <= m
-    if Xc.ndim == 2:
-        a, b = (Gc, Xc) if scale_G else (Xc, Gc)
-        cb = np.empty_like(a)
-        norms64, factor = np.empty(B), np.empty(B)
-        shift = 1.0 if bias else 0.0  # ||g_b||^2 + ||db_b||^2 = ||G[b]||^2 (||X[b]||^2 + 1)
-        a_shift, b_shift = (0.0, shift) if scale_G else (shift, 0.0)
-        _rows_kernels.clip_rows(a, b, a_shift, b_shift, clip, cb, norms64, factor, threads)
-    else:
-        norms64 = np.sqrt(_grad_squared_norms(Xc, Gc, bias, None, threads))
-        with np.errstate(divide="ignore", invalid="ignore"):
+    # non-finite inputs follow the arithmetic documented above, without warnings
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        # c_b g_b = (c_b G[b]) (x) X[b] = G[b] (x) (c_b X[b]): scale the narrower of the two
+        scale_G = n <= m
+        if Xc.ndim == 2:
+            a, b = (Gc, Xc) if scale_G else (Xc, Gc)
+            cb = np.empty_like(a)
+            norms64, factor = np.empty(B), np.empty(B)
+            shift = 1.0 if bias else 0.0  # ||g_b||^2 + ||db_b||^2 = ||G[b]||^2 (||X[b]||^2 + 1)
+            a_shift, b_shift = (0.0, shift) if scale_G else (shift, 0.0)
+            _rows_kernels.clip_rows(a, b, a_shift, b_shift, clip, cb, norms64, factor, threads)
+        else:
+            norms64 = np.sqrt(_grad_squared_norms(Xc, Gc, bias, None, threads))
             factor = np.minimum(1, clip / norms64)  # norm 0 -> inf -> 1; NaN stays NaN
-        cb = (Gc if scale_G else Xc) * factor.astype(Xc.dtype)[:, None, None]
-    dW = _weight_grad(Xc, cb, convention) if scale_G else _weight_grad(cb, Gc, convention)
-    norms = norms64.astype(Xc.dtype)
-    if not bias:
-        return dW, norms
-    db = _bias_grads(Gc).T @ factor.astype(Xc.dtype)  # sum_b c_b db_b
+            cb = (Gc if scale_G else Xc) * factor.astype(Xc.dtype)[:, None, None]
+        dW = _weight_grad(Xc, cb, convention) if scale_G else _weight_grad(cb, Gc, convention)
+        norms = norms64.astype(Xc.dtype)
+        if not bias:
+            return dW, norms
+        db = _bias_grads(Gc).T @ factor.astype(Xc.dtype)  # sum_b c_b db_b
     return dW, db, norms

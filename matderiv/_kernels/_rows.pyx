@@ -4,6 +4,8 @@ from cython cimport floating
 from cython.parallel cimport prange
 from libc.math cimport sqrt
 
+from ._types cimport MATDERIV_SERIAL_BELOW_BYTES
+
 
 cdef inline double _dot(const floating *a, const floating *b, Py_ssize_t K) noexcept nogil:
     """sum_k a[k] * b[k] in double, eight independent accumulators (no latency chain;
@@ -79,11 +81,12 @@ def row_dots(
     cdef const floating *a0 = &a[0, 0]
     cdef const floating *b0 = &b[0, 0]
     cdef double *o = &out[0]
+    cdef bint threaded = 2 * S * K * <Py_ssize_t>sizeof(floating) >= MATDERIV_SERIAL_BELOW_BYTES
     if a0 == b0:  # squared norms
-        for s in prange(S, schedule="static", nogil=True, num_threads=n_threads):
+        for s in prange(S, schedule="static", nogil=True, num_threads=n_threads, use_threads_if=threaded):
             o[s] = _sumsq(a0 + s * K, K)
     else:
-        for s in prange(S, schedule="static", nogil=True, num_threads=n_threads):
+        for s in prange(S, schedule="static", nogil=True, num_threads=n_threads, use_threads_if=threaded):
             o[s] = _dot(a0 + s * K, b0 + s * K, K)
 
 
@@ -111,7 +114,8 @@ def gram_sq(
     if a0 == NULL or b0 == NULL:
         out[:] = 0
         return
-    for s in prange(S, schedule="static", nogil=True, num_threads=n_threads):
+    cdef bint threaded = S * T * (P + Q) * <Py_ssize_t>sizeof(floating) >= MATDERIV_SERIAL_BELOW_BYTES
+    for s in prange(S, schedule="static", nogil=True, num_threads=n_threads, use_threads_if=threaded):
         ar = a0 + s * T * P
         br = b0 + s * T * Q
         diag = 0
@@ -139,7 +143,8 @@ def outer_norms(
     cdef const floating *a0 = &a[0, 0] if P else NULL
     cdef const floating *b0 = &b[0, 0] if Q else NULL
     cdef floating *o = &out[0]
-    for s in prange(S, schedule="static", nogil=True, num_threads=n_threads):
+    cdef bint threaded = S * (P + Q) * <Py_ssize_t>sizeof(floating) >= MATDERIV_SERIAL_BELOW_BYTES
+    for s in prange(S, schedule="static", nogil=True, num_threads=n_threads, use_threads_if=threaded):
         o[s] = <floating>_outer_norm(a0 + s * P, b0 + s * Q, P, Q, a_shift, b_shift)
 
 
@@ -169,7 +174,8 @@ def clip_rows(
     cdef floating *s0 = &scaled[0, 0] if P else NULL
     cdef double *no = &norms[0]
     cdef double *fo = &factor[0]
-    for s in prange(S, schedule="static", nogil=True, num_threads=n_threads):
+    cdef bint threaded = S * (2 * P + Q) * <Py_ssize_t>sizeof(floating) >= MATDERIV_SERIAL_BELOW_BYTES
+    for s in prange(S, schedule="static", nogil=True, num_threads=n_threads, use_threads_if=threaded):
         ar = a0 + s * P
         nrm = _outer_norm(ar, b0 + s * Q, P, Q, a_shift, b_shift)
         no[s] = nrm
