@@ -108,10 +108,12 @@ def bench(quick: bool = False, file: TextIO = sys.stdout) -> None:
     from ._bench_gradients import gradient_rows
     from ._bench_jacobian import jacobian_rows
     from ._bench_pipeline import pipeline_rows
+    from ._bench_statistics import statistics_rows
 
     print(f"matderiv {md.__version__} bench{' --quick' if quick else ''} on {_machine()}", file=file)
     print("speedup = reference time / matderiv time; /floor = matderiv time / write-once floor\n", file=file)
-    print_table(jacobian_rows(quick) + gradient_rows(quick) + pipeline_rows(quick), file)
+    rows = jacobian_rows(quick) + gradient_rows(quick) + statistics_rows(quick) + pipeline_rows(quick)
+    print_table(rows, file)
 
 
 def _positive(text: str) -> int:
