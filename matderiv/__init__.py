@@ -8,7 +8,16 @@ finite-difference checker.
 from ._memory import OutputTooLargeError
 from .checking import JacobianCheck, JacobianMismatch, check_jacobian, numerical_jacobian
 from .gradients import batch_grad, clip_and_sum, per_sample_grad_norms, per_sample_grads
-from .jacobian import Jacobian, StructuredJacobian, TotalJacobian, jacobian_wx, jacobian_xw
+from .jacobian import (
+    Jacobian,
+    KroneckerJacobian,
+    StructuredJacobian,
+    TotalJacobian,
+    hstack_operators,
+    jacobian_awb,
+    jacobian_wx,
+    jacobian_xw,
+)
 
 __version__ = "0.1.0"
 
@@ -16,6 +25,7 @@ __all__ = [
     "Jacobian",
     "JacobianCheck",
     "JacobianMismatch",
+    "KroneckerJacobian",
     "OutputTooLargeError",
     "StructuredJacobian",
     "TotalJacobian",
@@ -23,6 +33,8 @@ __all__ = [
     "batch_grad",
     "check_jacobian",
     "clip_and_sum",
+    "hstack_operators",
+    "jacobian_awb",
     "jacobian_wx",
     "jacobian_xw",
     "numerical_jacobian",
