@@ -341,6 +341,12 @@ class StructuredJacobian(KroneckerJacobian):
             f"W {self.W_shape}, lazy: stores x only>"
         )
 
+    # products: one GEMV/GEMM on x, or the outer-product kernel, rather than the general
+    # Kronecker route (which would add a few broadcasts and copies on these hot paths)
+    def _jvp(self, dW: np.ndarray, dtype: np.dtype) -> np.ndarray:
+        x = v.contiguous(self._x, dtype)
+        return x @ (dW.T if self.convention == "Wx" else dW)
+
     def _vjp(self, vs: np.ndarray, out: np.ndarray, n_threads: int) -> None:
         x = v.contiguous(self._x, vs.dtype)
         if self.convention == "Wx":
