@@ -33,7 +33,7 @@ class Factor:
         self.kind = kind
         self.shape = shape
         self.data = data
-        self._cat: np.ndarray | None = None
+        self._cache: dict[Any, Any] = {}  # transposes, kernel inputs: a factor never changes
 
     @classmethod
     def eye(cls, size: int) -> Factor:
@@ -87,33 +87,41 @@ class Factor:
         """The factor transposed (conjugate-transposed with conj=True)."""
         if self.kind == "eye":
             return self
-        data = self.data.conj() if conj and self.data.dtype.kind == "c" else self.data
-        if self.kind == "sparse":
-            return Factor.sparse(sp.csr_array(data.T))
-        return Factor.dense(data.transpose(0, 2, 1))
+        if ("T", conj) not in self._cache:
+            data = self.data.conj() if conj and self.data.dtype.kind == "c" else self.data
+            if self.kind == "sparse":
+                self._cache["T", conj] = Factor.sparse(sp.csr_array(data.T))
+            else:
+                self._cache["T", conj] = Factor.dense(data.transpose(0, 2, 1))
+        return self._cache["T", conj]
 
     # --- what the kernels read ------------------------------------------------------
     def dense3(self, dtype: np.dtype) -> np.ndarray:
         """(S_f, r, c) C-contiguous values (a sparse factor densified; empty for an identity)."""
-        if self.kind == "eye":
-            return np.empty((1, 0, 0), dtype=dtype)
-        if self.kind == "sparse":
+        if self.kind == "sparse":  # not kept: it may be large
             return self.data.toarray()[None].astype(dtype, copy=False)
-        return v.contiguous(self.data, dtype)
+        if ("dense3", dtype) not in self._cache:
+            empty = self.kind == "eye"
+            self._cache["dense3", dtype] = np.empty((1, 0, 0), dtype) if empty else v.contiguous(self.data, dtype)
+        return self._cache["dense3", dtype]
 
     def csr_parts(self, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """int64 row pointers, int64 sorted columns and (S_f, nnz) values (empty for an identity)."""
+        if ("csr", dtype) in self._cache:
+            return self._cache["csr", dtype]
         r, c = self.shape
         if self.kind == "eye":
             empty = np.empty(0, dtype=np.int64)
-            return empty, empty, np.empty((1, 0), dtype=dtype)
-        if self.kind == "sparse":
+            parts = empty, empty, np.empty((1, 0), dtype=dtype)
+        elif self.kind == "sparse":
             m = self.data
-            return (m.indptr.astype(np.int64), m.indices.astype(np.int64),
-                    v.contiguous(m.data, dtype)[None, :])
-        ptr = np.arange(r + 1, dtype=np.int64) * c
-        idx = np.tile(np.arange(c, dtype=np.int64), r)
-        return ptr, idx, v.contiguous(self.data, dtype).reshape(self.data.shape[0], r * c)
+            parts = m.indptr.astype(np.int64), m.indices.astype(np.int64), v.contiguous(m.data, dtype)[None, :]
+        else:
+            ptr = np.arange(r + 1, dtype=np.int64) * c
+            idx = np.tile(np.arange(c, dtype=np.int64), r)
+            parts = ptr, idx, v.contiguous(self.data, dtype).reshape(self.data.shape[0], r * c)
+        self._cache["csr", dtype] = parts
+        return parts
 
     # --- products (each a GEMM or a batched GEMM) -------------------------------------
     def lmul(self, X: np.ndarray) -> np.ndarray:
@@ -155,10 +163,10 @@ class Factor:
 
     def _side_by_side(self) -> np.ndarray:
         """The per-sample factors side by side, (r, S*c) (kept: products reuse it)."""
-        if self._cat is None:
+        if "cat" not in self._cache:
             S, r, c = self.data.shape
-            self._cat = np.ascontiguousarray(self.data.transpose(1, 0, 2).reshape(r, S * c))
-        return self._cat
+            self._cache["cat"] = np.ascontiguousarray(self.data.transpose(1, 0, 2).reshape(r, S * c))
+        return self._cache["cat"]
 
 
 def compose(F: Factor, G: Factor) -> Factor:
@@ -194,7 +202,9 @@ class KroneckerJacobian(Jacobian):
     @property
     def f_shape(self) -> tuple[int, ...]:
         n, k = self._A.shape[0], self._B.shape[1]
-        return {None: (n, k), "k": (n,), "n": (k,)}[self._squeeze]
+        if self._squeeze is None:
+            return (n, k)
+        return (n,) if self._squeeze == "k" else (k,)
 
     @property
     def W_shape(self) -> tuple[int, int]:
