@@ -121,7 +121,7 @@ def hstack_operators(blocks: Sequence[Any], *, order: str = "F") -> LinearOperat
                     f"blocks[{i}]: expected a matderiv Jacobian, a LinearOperator, an array or a sparse "
                     f"matrix, got {type(block).__name__} ({exc})"
                 ) from None
-        if op.shape[0] != ops[0].shape[0] if ops else False:
+        if ops and op.shape[0] != ops[0].shape[0]:
             raise ValueError(
                 f"blocks[{i}]: expected {ops[0].shape[0]} rows like blocks[0], got an operator of shape {op.shape}"
             )
