@@ -106,10 +106,11 @@ def bench(quick: bool = False, file: TextIO = sys.stdout) -> None:
     from ._bench import print_table
     from ._bench_gradients import gradient_rows
     from ._bench_jacobian import jacobian_rows
+    from ._bench_kronecker import kronecker_rows
 
     print(f"matderiv {md.__version__} bench{' --quick' if quick else ''} on {_machine()}", file=file)
     print("speedup = reference time / matderiv time; /floor = matderiv time / write-once floor\n", file=file)
-    print_table(jacobian_rows(quick) + gradient_rows(quick), file)
+    print_table(jacobian_rows(quick) + kronecker_rows(quick) + gradient_rows(quick), file)
 
 
 def _positive(text: str) -> int:

@@ -129,6 +129,7 @@ class Factor:
         if self.kind == "eye":
             return X
         if self.per_sample:  # einsum: numpy's stacked matmul is slower for these small products
+            X = np.ascontiguousarray(X)  # einsum is many times slower on a strided operand
             if X.shape[1] == 1:
                 return np.einsum("src,kct->ksrt", self.data, X[:, 0])
             return np.einsum("src,ksct->ksrt", self.data, X)
