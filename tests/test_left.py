@@ -158,8 +158,9 @@ def test_chains_compose(rng, M1_kind, per_sample):
         M21 = M2 @ M1v
     chained, direct = J.left(M1).left(M2), J.left(M21)
     assert chained.shape == direct.shape == (B, 2, n, m)
+    got = all_forms(chained)
     for key, value in all_forms(direct).items():
-        np.testing.assert_allclose(all_forms(chained)[key], value, rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(got[key], value, rtol=1e-12, atol=1e-12)
     # a shared M after a per-sample one and the other way round
     Mb = rng.standard_normal((B, 2, 3))
     np.testing.assert_allclose(

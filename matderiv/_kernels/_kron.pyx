@@ -16,6 +16,12 @@ from libc.string cimport memset
 from ._types cimport numeric, index_t
 
 
+cdef inline Py_ssize_t _chunks(Py_ssize_t rows, int n_threads) noexcept nogil:
+    """Contiguous chunks of rows for the threads: a few per thread, for balance."""
+    cdef Py_ssize_t n = 8 * n_threads
+    return rows if rows < n else n
+
+
 def kron_dense(
     const numeric[:, :, ::1] P,  # IN  (SP, r1, c1), SP = 1 or S; ignored when p_eye
     const numeric[:, :, ::1] Q,  # IN  (SQ, r2, c2), SQ = 1 or S; ignored when q_eye
@@ -98,12 +104,6 @@ def kron_dense(
                 if i1 == r1:
                     i1 = 0
                     s = s + 1
-
-
-cdef inline Py_ssize_t _chunks(Py_ssize_t rows, int n_threads) noexcept nogil:
-    """Contiguous chunks of rows for the threads: a few per thread, for balance."""
-    cdef Py_ssize_t n = 8 * n_threads
-    return rows if rows < n else n
 
 
 cdef inline Py_ssize_t _block(
