@@ -259,9 +259,9 @@ class KroneckerJacobian(Jacobian):
         rows, cols = (f_size, W_size) if layout == "numerator" else (W_size, f_size)
         self._write(out.reshape(self._samples * rows, cols), layout, 1 if zeroed else 0, n_threads)
 
-    def _add_to_vec(self, out2d: np.ndarray, order: str, transposed: bool = False) -> None:
+    def _add_to_vec(self, out2d: np.ndarray, order: str, n_threads: int, transposed: bool = False) -> None:
         """out2d += tovec(order) (or its transpose, for a single sample), in place."""
-        self._write(out2d, order, 2, 1, transposed)
+        self._write(out2d, order, 2, n_threads, transposed)
 
     def _sparse(self, format: str, order: str, max_bytes: int | None, n_threads: int) -> Any:
         rows, cols = self._vec_shape()

@@ -71,22 +71,22 @@ class TotalJacobian(Jacobian):
             self._dx._left_product(self._W, out, order, transposed=False)
         else:
             np.matmul(self._W, self._dx_vec(order), out=out)
-        self._base._add_to_vec(out, order)
+        self._base._add_to_vec(out, order, n_threads)
 
-    def _fill_vec_transposed(self, out_t: np.ndarray, order: str) -> None:
+    def _fill_vec_transposed(self, out_t: np.ndarray, order: str, n_threads: int) -> None:
         """out_t = tovec(order).T written directly: the denominator layout and the CSC data."""
         if isinstance(self._dx, StructuredJacobian):
             self._dx._left_product(self._W, out_t, order, transposed=True)
         else:
             np.matmul(self._dx_vec(order).T, self._W.T, out=out_t)
-        self._base._add_to_vec(out_t, order, transposed=True)
+        self._base._add_to_vec(out_t, order, n_threads, transposed=True)
 
     def _fill_tensor(self, out: np.ndarray, layout: str, n_threads: int, zeroed: bool) -> None:
         rows, cols = self._vec_shape()
         if layout == "numerator":
             self._fill_vec(out.reshape(rows, cols), "C", n_threads)
         else:  # E[a, b, i] = D[i, a, b]: E as (n*m, n) is the transpose of the C-order vec form
-            self._fill_vec_transposed(out.reshape(cols, rows), "C")
+            self._fill_vec_transposed(out.reshape(cols, rows), "C", n_threads)
 
     def _sparse(self, format: str, order: str, max_bytes: int | None, n_threads: int) -> Any:
         # W @ dx/dW is dense in general: every entry is stored, so the pattern does not
@@ -95,7 +95,7 @@ class TotalJacobian(Jacobian):
         data, _, _ = self._sparse_arrays(format, rows * cols, max_bytes)
         idx = v.index_dtype(max(rows * cols, rows, cols))
         if format == "csc":
-            self._fill_vec_transposed(data.reshape(cols, rows), order)
+            self._fill_vec_transposed(data.reshape(cols, rows), order, n_threads)
             indices = np.tile(np.arange(rows, dtype=idx), cols)
             return assemble(sp.csc_array, (rows, cols), data, indices, np.arange(cols + 1, dtype=idx) * rows)
         self._fill_vec(data.reshape(rows, cols), order, n_threads)
