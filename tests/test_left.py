@@ -274,3 +274,26 @@ def test_left_errors_name_M(rng):
     A = md.jacobian_awb(np.ones((3, 2)), np.ones((4, 5)))  # f is (3, 5): M multiplies its rows
     with pytest.raises(ValueError, match=r"M: expected shape \(r, 3\) to multiply f of shape \(3, 5\), got \(2, 5\)"):
         A.left(np.ones((2, 5)))
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_per_sample_sparse_forms_int64_and_thread_invariance(rng, monkeypatch, fmt):
+    from matderiv import _validation
+
+    B, n, m, r = 3, 4, 5, 2
+    X = rng.standard_normal((B, m))
+    M = rng.standard_normal((B, r, n))
+    J = md.jacobian_wx(X, n).left(M)
+    for order in ORDERS:
+        dense = J.tovec(order)
+        base = J.tosparse(fmt, order, n_threads=1)
+        for nt in (2, 3):
+            S = J.tosparse(fmt, order, n_threads=nt)
+            assert np.array_equal(S.data, base.data) and (S != base).nnz == 0
+            assert np.array_equal(J.tovec(order, n_threads=nt), dense)
+        monkeypatch.setattr(_validation, "INT32_INDEX_MAX", B * r * n * m - 1)
+        S = J.tosparse(fmt, order)
+        arrays = S.coords if fmt == "coo" else (S.indices, S.indptr)
+        assert all(a.dtype == np.int64 for a in arrays)
+        assert S.nnz == B * r * n * m and np.array_equal(S.toarray(), dense)
+        monkeypatch.undo()
