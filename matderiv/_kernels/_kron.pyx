@@ -218,7 +218,7 @@ cdef void _csr_rows(
         sP = i1 if p_eye else Pp[i1]
         cP = 1 if p_eye else Pp[i1 + 1] - Pp[i1]
         row = r - i2
-        if q_eye and not p_eye:
+        if q_eye and not p_eye and T * cP <= 8:  # short rows: strided runs (long rows: row by row)
             _eye_run(Pi, Pd, sp, sP, cP, T * (s * per + sP * nQ), T, samples_in_columns, s, i2, b,
                      c2, C, row, data, indices, indptr, row_of)
             i2 = b
