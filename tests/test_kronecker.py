@@ -283,3 +283,19 @@ def test_errors_name_the_argument():
         md.jacobian_awb(None, None, W_shape=(2, -1))
     with pytest.raises(TypeError, match=r"W_shape\[0\]: expected a non-negative int, got float"):
         md.jacobian_awb(None, None, W_shape=(2.0, 1))
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("order", ORDERS)
+def test_sparse_factor_with_equal_row_counts(rng, fmt, order):
+    """Every row (and column) of A holds two entries: the kernels' strided-run paths."""
+    n = 6
+    rows = np.repeat(np.arange(n), 2)
+    cols = np.stack([np.arange(n), (np.arange(n) + 3) % n], axis=1).ravel()
+    A = sp.csr_array((rng.standard_normal(2 * n), (rows, cols)), shape=(n, n))
+    for B_, Bv in ((None, np.eye(4)), (rng.standard_normal((4, 1)), None)):
+        J = md.jacobian_awb(A, B_, W_shape=(n, 4))
+        Bv = np.eye(4) if B_ is None else B_
+        S = J.tosparse(fmt, order)
+        assert_canonical(S, fmt, A.nnz * (4 if B_ is None else 4))
+        assert np.array_equal(S.toarray(), ref_vec(A.toarray(), Bv, order))

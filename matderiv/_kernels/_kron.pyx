@@ -190,8 +190,9 @@ def kron_csr(
     if rows == 0:
         return
     cdef Py_ssize_t ch, n_chunks = _chunks(rows, n_threads)
+    cdef Py_ssize_t q_row = _uniform_row(Qp, r2) if not q_eye else 0
     for ch in prange(n_chunks, schedule="static", nogil=True, num_threads=n_threads):
-        _csr_rows(Pp, Pi, Pd, sp, nP, p_eye, Qp, Qi, Qd, sq, nQ, q_eye, r1, r2, c2, C, S,
+        _csr_rows(Pp, Pi, Pd, sp, nP, p_eye, Qp, Qi, Qd, sq, nQ, q_eye, q_row, r1, r2, c2, C, S,
                   samples_in_columns, d0, c0, p0, w0,
                   rows * ch // n_chunks, rows * (ch + 1) // n_chunks)
 
@@ -199,6 +200,7 @@ def kron_csr(
 cdef void _csr_rows(
     const int64_t *Pp, const int64_t *Pi, const numeric *Pd, Py_ssize_t sp, Py_ssize_t nP, bint p_eye,
     const int64_t *Qp, const int64_t *Qi, const numeric *Qd, Py_ssize_t sq, Py_ssize_t nQ, bint q_eye,
+    Py_ssize_t q_row,
     Py_ssize_t r1, Py_ssize_t r2, Py_ssize_t c2, Py_ssize_t C, Py_ssize_t S, bint samples_in_columns,
     numeric *data, index_t *indices, index_t *indptr, index_t *row_of,
     Py_ssize_t r, Py_ssize_t r_end,
@@ -221,6 +223,10 @@ cdef void _csr_rows(
         if q_eye and not p_eye and T * cP <= 8:  # short rows: strided runs (long rows: row by row)
             _eye_run(Pi, Pd, sp, sP, cP, T * (s * per + sP * nQ), T, samples_in_columns, s, i2, b,
                      c2, C, row, data, indices, indptr, row_of)
+            i2 = b
+        elif p_eye and q_row > 0 and T * q_row <= 8:
+            _uniform_run(Qi, Qd, sq, q_row, T * (s * per + i1 * nQ), T, samples_in_columns, s, i2, b,
+                         i1 * c2, C, row, data, indices, indptr, row_of)
             i2 = b
         for i2 in range(i2, b):
             sQ = i2 if q_eye else Qp[i2]
@@ -269,6 +275,43 @@ cdef void _eye_run(
             for i2 in range(a, b):
                 data[k + step * i2] = val
                 indices[k + step * i2] = <index_t>(cb + i2)
+    if indptr != NULL:
+        for i2 in range(a, b):
+            indptr[row + i2] = <index_t>(base + step * i2)
+    if row_of != NULL:
+        for i2 in range(a, b):
+            for e in range(step):
+                row_of[base + step * i2 + e] = <index_t>(row + i2)
+
+
+cdef Py_ssize_t _uniform_row(const int64_t *Qp, Py_ssize_t r2) noexcept nogil:
+    """The number of entries in every row of Q when they are all equal and nonzero, else 0."""
+    cdef Py_ssize_t i, c = Qp[1] - Qp[0] if r2 > 0 else 0
+    for i in range(1, r2):
+        if Qp[i + 1] - Qp[i] != c:
+            return 0
+    return c
+
+
+cdef void _uniform_run(
+    const int64_t *Qi, const numeric *Qd, Py_ssize_t sq, Py_ssize_t cQ,
+    Py_ssize_t base, Py_ssize_t T, bint samples_in_columns, Py_ssize_t s, Py_ssize_t a, Py_ssize_t b,
+    Py_ssize_t col1, Py_ssize_t C, Py_ssize_t row,
+    numeric *data, index_t *indices, index_t *indptr, index_t *row_of,
+) noexcept nogil:
+    """Rows (i1, i2 = a .. b-1) when P is the identity and every row of Q holds cQ
+    entries: row i2 holds, for each sample t, Q's row i2 at columns col1 + Qi[..], from
+    position base + T*cQ*i2. Written as strided runs over i2, like _eye_run."""
+    cdef Py_ssize_t t, e, i2, k, step = T * cQ, cb
+    cdef const numeric *q
+    for t in range(T):
+        q = Qd + (t if samples_in_columns else s) * sq
+        cb = (t * C if samples_in_columns else 0) + col1
+        for e in range(cQ):
+            k = base + t * cQ + e
+            for i2 in range(a, b):
+                data[k + step * i2] = q[cQ * i2 + e]
+                indices[k + step * i2] = <index_t>(cb + Qi[cQ * i2 + e])
     if indptr != NULL:
         for i2 in range(a, b):
             indptr[row + i2] = <index_t>(base + step * i2)
