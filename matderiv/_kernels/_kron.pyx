@@ -275,13 +275,7 @@ cdef void _eye_run(
             for i2 in range(a, b):
                 data[k + step * i2] = val
                 indices[k + step * i2] = <index_t>(cb + i2)
-    if indptr != NULL:
-        for i2 in range(a, b):
-            indptr[row + i2] = <index_t>(base + step * i2)
-    if row_of != NULL:
-        for i2 in range(a, b):
-            for e in range(step):
-                row_of[base + step * i2 + e] = <index_t>(row + i2)
+    _run_pointers(base, step, a, b, row, indptr, row_of)
 
 
 cdef Py_ssize_t _uniform_row(const int64_t *Qp, Py_ssize_t r2) noexcept nogil:
@@ -312,6 +306,16 @@ cdef void _uniform_run(
             for i2 in range(a, b):
                 data[k + step * i2] = q[cQ * i2 + e]
                 indices[k + step * i2] = <index_t>(cb + Qi[cQ * i2 + e])
+    _run_pointers(base, step, a, b, row, indptr, row_of)
+
+
+cdef inline void _run_pointers(
+    Py_ssize_t base, Py_ssize_t step, Py_ssize_t a, Py_ssize_t b, Py_ssize_t row,
+    index_t *indptr, index_t *row_of,
+) noexcept nogil:
+    """Row pointers (and COO rows) of rows row + a .. row + b-1, each holding `step`
+    entries from position base + step*i2."""
+    cdef Py_ssize_t i2, e
     if indptr != NULL:
         for i2 in range(a, b):
             indptr[row + i2] = <index_t>(base + step * i2)
