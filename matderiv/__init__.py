@@ -8,8 +8,17 @@ finite-difference checker.
 from ._memory import OutputTooLargeError
 from .checking import JacobianCheck, JacobianMismatch, check_jacobian, numerical_jacobian
 from .gradients import batch_grad, clip_and_sum, per_sample_grad_norms, per_sample_grads
+from .jacobian import (
+    Jacobian,
+    KroneckerJacobian,
+    StructuredJacobian,
+    TotalJacobian,
+    hstack_operators,
+    jacobian_awb,
+    jacobian_wx,
+    jacobian_xw,
+)
 from .statistics import grad_variance, kfac_factors, per_sample_grad_dots, sum_grad_squared
-from .jacobian import Jacobian, StructuredJacobian, TotalJacobian, jacobian_wx, jacobian_xw
 
 __version__ = "0.1.0"
 
@@ -17,6 +26,7 @@ __all__ = [
     "Jacobian",
     "JacobianCheck",
     "JacobianMismatch",
+    "KroneckerJacobian",
     "OutputTooLargeError",
     "StructuredJacobian",
     "TotalJacobian",
@@ -25,6 +35,8 @@ __all__ = [
     "check_jacobian",
     "clip_and_sum",
     "grad_variance",
+    "hstack_operators",
+    "jacobian_awb",
     "jacobian_wx",
     "jacobian_xw",
     "kfac_factors",

@@ -107,12 +107,14 @@ def bench(quick: bool = False, file: TextIO = sys.stdout) -> None:
     from ._bench import print_table
     from ._bench_gradients import gradient_rows
     from ._bench_jacobian import jacobian_rows
+    from ._bench_kronecker import kronecker_rows
     from ._bench_pipeline import pipeline_rows
     from ._bench_statistics import statistics_rows
 
     print(f"matderiv {md.__version__} bench{' --quick' if quick else ''} on {_machine()}", file=file)
     print("speedup = reference time / matderiv time; /floor = matderiv time / write-once floor\n", file=file)
-    rows = jacobian_rows(quick) + gradient_rows(quick) + statistics_rows(quick) + pipeline_rows(quick)
+    rows = jacobian_rows(quick) + kronecker_rows(quick) + gradient_rows(quick)
+    rows += statistics_rows(quick) + pipeline_rows(quick)
     print_table(rows, file)
 
 

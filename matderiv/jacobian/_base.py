@@ -1,0 +1,284 @@
+"""The Jacobian interface: shapes, argument checks and output allocation for every form.
+
+A Jacobian of f (shape f_shape, per sample) with respect to W (W_shape) has the tensor
+shape f_shape + W_shape (numerator layout), W_shape + f_shape (denominator), a leading B
+when batched, and the vectorised form df/dvec(W) of shape (B*prod(f_shape), prod(W_shape))
+with samples stacked in rows. Subclasses supply the numerics through the hooks at the end.
+"""
+from __future__ import annotations
+
+import math
+import sys
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+from numpy.typing import ArrayLike
+from scipy.sparse.linalg import LinearOperator
+
+from .. import _validation as v
+from .._memory import check_output_bytes
+
+LAYOUTS = ("numerator", "denominator")
+ORDERS = ("F", "C")
+FORMATS = ("csr", "csc", "coo")
+
+DENSE_HINT = "Use the lazy Jacobian (jvp, vjp, aslinearoperator) or tosparse() instead of a dense form."
+SPARSE_HINT = "Use the lazy Jacobian (jvp, vjp, aslinearoperator) instead."
+
+
+def _fresh_zeros_bytes() -> int:
+    """matderiv.jacobian._FRESH_ZEROS_BYTES, looked up when used so that one setting (and a
+    test's monkeypatch of the package) governs every Jacobian."""
+    return sys.modules[__package__]._FRESH_ZEROS_BYTES
+
+
+class Jacobian:
+    """Common interface of matderiv Jacobians of f with respect to W.
+
+    Subclasses provide the numerics; this class validates every argument and
+    allocates every output.
+    """
+
+    n: int
+    m: int
+    convention: str
+    dtype: np.dtype
+    _samples: int
+    _batched: bool
+
+    # --- shapes ------------------------------------------------------------------
+    @property
+    def f_shape(self) -> tuple[int, ...]:
+        """Shape of f for one sample: (n,) for f = W @ x or x @ W."""
+        return (self.n,)
+
+    @property
+    def W_shape(self) -> tuple[int, int]:
+        """Shape of W: (n, m) for f = W @ x, (m, n) for f = x @ W."""
+        return (self.n, self.m) if self.convention == "Wx" else (self.m, self.n)
+
+    @property
+    def batch_size(self) -> int | None:
+        """B for a batched Jacobian, None for a single sample."""
+        return self._samples if self._batched else None
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """f.shape + W.shape, with a leading B when batched."""
+        return self._lead + self.f_shape + self.W_shape
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    @property
+    def _lead(self) -> tuple[int, ...]:
+        return (self._samples,) if self._batched else ()
+
+    @property
+    def _f_size(self) -> int:
+        return math.prod(self.f_shape)
+
+    def _vec_shape(self) -> tuple[int, int]:
+        return (self._samples * self._f_size, math.prod(self.W_shape))
+
+    def _tensor_shape(self, layout: str) -> tuple[int, ...]:
+        if layout == "numerator":
+            return self._lead + self.f_shape + self.W_shape
+        return self._lead + self.W_shape + self.f_shape
+
+    # --- dense forms ---------------------------------------------------------------
+    def toarray(
+        self,
+        layout: str = "numerator",
+        *,
+        out: np.ndarray | None = None,
+        max_bytes: int | None = None,
+        n_threads: int | None = None,
+    ) -> np.ndarray:
+        """The dense tensor.
+
+        layout="numerator": f.shape + W.shape, D[i, a, b] = df_i/dW_ab ((n, n, m) for Wx).
+        layout="denominator": W.shape + f.shape, E[a, b, i] = D[i, a, b] ((n, m, n) for Wx).
+        A batched Jacobian has a leading B axis.
+        """
+        v.check_choice(layout, "layout", LAYOUTS)
+        shape = self._tensor_shape(layout)
+        out, zeroed = self._output(out, shape, "toarray", max_bytes)
+        self._fill_tensor(out, layout, v.n_threads_value(n_threads), zeroed)
+        return out
+
+    def tovec(
+        self,
+        order: str = "F",
+        *,
+        out: np.ndarray | None = None,
+        max_bytes: int | None = None,
+        n_threads: int | None = None,
+    ) -> np.ndarray:
+        """The dense matrix df/dvec(W), shape (n, n*m); batched: stacked, (B*n, n*m), row b*n + i.
+
+        order="F": column-major vec(W) and vec(f) (column a + n*b for Wx), x^T (x) I_n for Wx.
+        order="C": row-major vec(W) = W.ravel() (column a*m + b for Wx), I_n (x) x^T for Wx.
+        """
+        v.check_choice(order, "order", ORDERS)
+        out, zeroed = self._output(out, self._vec_shape(), "tovec", max_bytes)
+        self._fill_vec(out, order, v.n_threads_value(n_threads), zeroed)
+        return out
+
+    def tosparse(
+        self,
+        format: str = "csr",
+        order: str = "F",
+        *,
+        max_bytes: int | None = None,
+        n_threads: int | None = None,
+    ) -> sp.csr_array | sp.csc_array | sp.coo_array:
+        """tovec(order) as a canonical scipy sparse array (csr_array, csc_array or coo_array).
+
+        Index arrays are int32 when every index fits, int64 otherwise.
+        """
+        v.check_choice(format, "format", FORMATS)
+        v.check_choice(order, "order", ORDERS)
+        return self._sparse(format, order, max_bytes, v.n_threads_value(n_threads))
+
+    def _output(
+        self, out: np.ndarray | None, shape: tuple[int, ...], what: str, max_bytes: int | None
+    ) -> tuple[np.ndarray, bool]:
+        """The array to fill, and whether it is known to hold zeros already."""
+        if out is not None:
+            return v.check_out(out, shape, self.dtype, self._inputs()), False
+        check_output_bytes(
+            [(shape, self.dtype)] + self._scratch(), what=what, max_bytes=max_bytes, hint=DENSE_HINT
+        )
+        if math.prod(shape) * self.dtype.itemsize >= _fresh_zeros_bytes():
+            return np.zeros(shape, dtype=self.dtype), True
+        return np.empty(shape, dtype=self.dtype), False
+
+    def _sparse_arrays(
+        self, format: str, nnz: int, max_bytes: int | None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Empty data, indices and pointers (CSR/CSC) or row indices (COO) of tosparse,
+        after the memory guard; one index dtype for all (int32 when every index fits)."""
+        rows, cols = self._vec_shape()
+        idx = v.index_dtype(max(nnz, rows, cols))
+        ptr_len = {"csr": rows + 1, "csc": cols + 1, "coo": nnz}[format]
+        check_output_bytes(
+            [((nnz,), self.dtype), ((nnz,), idx), ((ptr_len,), idx)] + self._scratch(sparse=True),
+            what="tosparse",
+            max_bytes=max_bytes,
+            hint=SPARSE_HINT,
+        )
+        return np.empty(nnz, dtype=self.dtype), np.empty(nnz, dtype=idx), np.empty(ptr_len, dtype=idx)
+
+    # --- products --------------------------------------------------------------------
+    def jvp(self, dW: ArrayLike) -> np.ndarray:
+        """Directional derivative along dW (W's shape): dW @ x for Wx, x @ dW for xW.
+
+        Returns f's shape, with a leading B when batched. No work of the size of tovec.
+        """
+        arr = v.as_array(dW, "dW", 2)
+        v.check_shape(arr, "dW", self.W_shape)
+        dtype = np.result_type(self.dtype, v.common_dtype({"dW": arr}))
+        res = self._jvp(v.contiguous(arr, dtype), dtype)  # (S, f_size)
+        return res.reshape(self._lead + self.f_shape)
+
+    def vjp(
+        self,
+        v_: ArrayLike,
+        *,
+        out: np.ndarray | None = None,
+        max_bytes: int | None = None,
+        n_threads: int | None = None,
+    ) -> np.ndarray:
+        """Pull-back of v = dL/df: outer(v, x) (Wx) or outer(x, v) (xW), W's shape.
+
+        v has f's shape, or (B,) + f's shape when batched (then one gradient per sample,
+        (B,) + W.shape).
+        """
+        arr = v.as_array(v_, "v", len(self._lead + self.f_shape))
+        v.check_shape(arr, "v", self._lead + self.f_shape)
+        dtype = np.result_type(self.dtype, v.common_dtype({"v": arr}))
+        shape = self._lead + self.W_shape
+        if out is not None:
+            out = v.check_out(out, shape, dtype, self._inputs() + (arr,))
+        else:
+            check_output_bytes([(shape, dtype)], what="vjp", max_bytes=max_bytes, hint="")
+            out = np.empty(shape, dtype=dtype)
+        vs = v.contiguous(arr, dtype).reshape(self._samples, self._f_size)
+        self._vjp(vs, out.reshape((self._samples,) + self.W_shape), v.n_threads_value(n_threads))
+        return out
+
+    def aslinearoperator(self, order: str = "F") -> LinearOperator:
+        """A scipy LinearOperator equal to tovec(order): matvec = jvp on vec(dW)."""
+        from ._operator import JacobianOperator
+
+        return JacobianOperator(self, v.check_choice(order, "order", ORDERS))
+
+    def left(self, M: Any) -> Jacobian:
+        """The Jacobian of M @ f (the chain rule through a later linear map M).
+
+        M: (r, n) array or scipy sparse matrix, n = f's length (f's rows when f is a
+        matrix); on a batched Jacobian also (B, r, n), one M_b per sample. Lazy: M is
+        copied, nothing of the size of tovec is built.
+        """
+        from ._kronecker import check_left
+
+        M_, dtype = check_left(M, self)
+        return self._left(M_, dtype)
+
+    # --- subclass hooks ------------------------------------------------------------------
+    def _inputs(self) -> tuple[np.ndarray, ...]:
+        raise NotImplementedError
+
+    def _scratch(self, sparse: bool = False) -> list[tuple[tuple[int, ...], np.dtype]]:
+        """Temporaries a dense (or, with sparse=True, a sparse) form needs besides its
+        output (counted against max_bytes)."""
+        return []
+
+    def _fill_tensor(self, out: np.ndarray, layout: str, n_threads: int, zeroed: bool) -> None:
+        raise NotImplementedError
+
+    def _fill_vec(self, out: np.ndarray, order: str, n_threads: int, zeroed: bool) -> None:
+        raise NotImplementedError
+
+    def _sparse(self, format: str, order: str, max_bytes: int | None, n_threads: int) -> Any:
+        raise NotImplementedError
+
+    def _jvp(self, dW: np.ndarray, dtype: np.dtype) -> np.ndarray:
+        """(S, f_size)."""
+        raise NotImplementedError
+
+    def _vjp(self, vs: np.ndarray, out: np.ndarray, n_threads: int) -> None:
+        raise NotImplementedError
+
+    def _matmat(self, V: np.ndarray, order: str) -> np.ndarray:
+        raise NotImplementedError
+
+    def _rmatmat(self, U: np.ndarray, order: str) -> np.ndarray:
+        raise NotImplementedError
+
+    def _left(self, M: Any, dtype: np.dtype) -> Jacobian:
+        raise NotImplementedError
+
+
+def assemble(cls: type, shape: tuple[int, int], data: np.ndarray, indices: np.ndarray, indptr: np.ndarray) -> Any:
+    """A csr_array/csc_array that uses the given canonical arrays without copying them.
+
+    scipy narrows int64 index arrays whose values fit int32 (a copy); the index-dtype
+    rule of matderiv decides instead, so the arrays built here are put back.
+    """
+    A = cls((data, indices, indptr), shape=shape, copy=False)
+    if A.indices.dtype != indices.dtype:
+        A.indices, A.indptr = indices, indptr
+    A.has_canonical_format = True
+    return A
+
+
+def assemble_coo(shape: tuple[int, int], data: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> sp.coo_array:
+    """A canonical coo_array (row-major sorted, no duplicates) from ready arrays."""
+    A = sp.coo_array(shape, dtype=data.dtype)
+    A.data, A.coords = data, (rows, cols)
+    A.has_canonical_format = True
+    return A
