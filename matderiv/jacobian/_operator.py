@@ -46,8 +46,8 @@ class JacobianOperator(LinearOperator):
         return super().rmatmat(self._check(X, self.shape[0], "rmatmat"))
 
     def _apply(self, X: np.ndarray, adjoint: bool) -> np.ndarray:
-        dtype = np.result_type(self.dtype, v.common_dtype({"x": X}))
-        X = v.contiguous(X, dtype)
+        if X.dtype != self.dtype or not (X.flags.c_contiguous and X.flags.aligned):
+            X = v.contiguous(X, np.result_type(self.dtype, v.common_dtype({"x": X})))
         if adjoint != self._transposed:
             return self._jac._rmatmat(X, self._order)
         return self._jac._matmat(X, self._order)
@@ -75,18 +75,24 @@ class _HStack(LinearOperator):
 
     def __init__(self, blocks: list[LinearOperator], dtype: np.dtype):
         self._blocks = blocks
-        self._splits = np.cumsum([b.shape[1] for b in blocks])[:-1]
-        super().__init__(dtype=dtype, shape=(blocks[0].shape[0], sum(b.shape[1] for b in blocks)))
+        ends = np.cumsum([b.shape[1] for b in blocks]).tolist()
+        self._ranges = list(zip([0] + ends[:-1], ends))
+        super().__init__(dtype=dtype, shape=(blocks[0].shape[0], ends[-1]))
 
+    # The blocks' own _matmat/_rmatmat: this operator has checked the operand's shape
+    # already, and lsmr calls these tens of times per solve (the public methods'
+    # checks would cost more than the products of small blocks).
     def _matmat(self, X: np.ndarray) -> np.ndarray:
-        parts = np.split(np.asarray(X), self._splits, axis=0)
-        out = np.zeros((self.shape[0], parts[0].shape[1]), dtype=np.result_type(self.dtype, X.dtype))
-        for block, part in zip(self._blocks, parts):
-            out += block.matmat(part)
+        out = np.zeros((self.shape[0], X.shape[1]), dtype=np.result_type(self.dtype, X.dtype))
+        for block, (lo, hi) in zip(self._blocks, self._ranges):
+            out += block._matmat(X[lo:hi])
         return out
 
     def _rmatmat(self, Y: np.ndarray) -> np.ndarray:
-        return np.concatenate([block.rmatmat(Y) for block in self._blocks], axis=0)
+        out = np.empty((self.shape[1], Y.shape[1]), dtype=np.result_type(self.dtype, Y.dtype))
+        for block, (lo, hi) in zip(self._blocks, self._ranges):
+            out[lo:hi] = block._rmatmat(Y)
+        return out
 
     def _matvec(self, x: np.ndarray) -> np.ndarray:
         return self._matmat(x.reshape(-1, 1)).ravel()
