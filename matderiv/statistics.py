@@ -124,13 +124,9 @@ def grad_variance(
     """np.var(per_sample_grads(X, G), axis=0, ddof=ddof), W's shape, without the stack in 2-D.
 
     var = sum_b (g_b - mean)^2 / (B - ddof).
-    2-D float64: from S2 = (G*G).T @ (X*X) and S1 = G.T @ X as (S2 - S1 * S1 / B) / (B - ddof),
-    two GEMMs; the subtraction loses about log10(mean^2 / var) of float64's 16 digits.
-    2-D float32 (whose 7 digits that subtraction would wipe out): centred on
-    c = outer(a, x0) with a, x0 the column means of G and X, d_b = g_b - c =
-    outer(G[b] - a, X[b]) + outer(a, X[b] - x0), whose sums of d and d*d are float32 GEMMs
-    of centred factors with no cancellation: sum d*d = ((G-a)^2).T @ X^2
-    + 2 a * ((G-a).T @ (X (X-x0))) + a^2 * sum (X-x0)^2, spread = sum d*d - (sum d)^2 / B.
+    2-D: from S2 = (G*G).T @ (X*X) and S1 = G.T @ X as (S2 - S1 * S1 / B) / (B - ddof),
+    two GEMMs in float64 (float32 inputs converted block by block): the subtraction loses
+    about log10(mean^2 / var) of float64's 16 digits, where float32's 7 would all go.
     3-D: per-sample gradients in blocks within BLOCK_BYTES, each block centred on its own
     mean and merged with Chan's pairwise update in float64 (no cancellation at all).
     bias=True returns (vW, vb) with vb the variance of db_b, shape (n,), two-pass in float64.
@@ -143,7 +139,7 @@ def grad_variance(
     B, n, m, dtype = Xc.shape[0], Gc.shape[-1], Xc.shape[-1], Xc.dtype
     _output_check("grad_variance", _W_shape(n, m, convention), n, bias, dtype, max_bytes)
     if Xc.ndim == 2:
-        spread = _centred_spread_2d(Xc, Gc) if dtype == np.float32 else _spread_2d(Xc, Gc)
+        spread = _spread_2d(Xc, Gc)
         np.maximum(spread, 0.0, out=spread)  # round-off of a subtraction; NaN stays NaN
         if B == 1:  # one sample has no spread (not round-off): 0, or NaN where not finite
             np.multiply(spread, 0.0, out=spread)
@@ -159,35 +155,21 @@ def grad_variance(
 
 
 def _spread_2d(Xc: np.ndarray, Gc: np.ndarray) -> np.ndarray:
-    """sum_b (g_b - mean)^2 = S2 - S1^2 / B, (n, m) float64 (see grad_variance)."""
-    s1 = Gc.T @ Xc
-    spread = np.square(Gc).T @ np.square(Xc)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        spread -= s1 * (s1 / Xc.shape[0])
-    return spread
+    """sum_b (g_b - mean)^2 = S2 - S1^2 / B, (n, m) float64 (see grad_variance).
 
-
-def _centred_spread_2d(Xc: np.ndarray, Gc: np.ndarray) -> np.ndarray:
-    """sum_b (g_b - mean)^2 from float32 GEMMs of centred factors, (n, m) float64 (see
-    grad_variance): two GEMM calls, one of them twice as wide."""
-    B, m = Xc.shape
+    S1 = G.T @ X and S2 = (G*G).T @ (X*X) are float64 GEMMs: float32 inputs are converted
+    a block of samples at a time (within BLOCK_BYTES), never copied whole.
+    """
+    B, n, m = Xc.shape[0], Gc.shape[1], Xc.shape[1]
+    step = max(1, B) if Xc.dtype == np.float64 else _g._block_size(16 * (n + m), B)
+    s1, spread = np.zeros((n, m)), np.zeros((n, m))
+    for lo in range(0, B, step):
+        Xb = Xc[lo : lo + step].astype(np.float64, copy=False)
+        Gb = Gc[lo : lo + step].astype(np.float64, copy=False)
+        s1 += Gb.T @ Xb
+        spread += np.square(Gb).T @ np.square(Xb)
     with np.errstate(invalid="ignore", divide="ignore"):
-        a = Gc.sum(axis=0, dtype=np.float64) / B
-        x0 = Xc.sum(axis=0, dtype=np.float64) / B
-    Gd = Gc - a.astype(Gc.dtype)
-    Xd = Xc - x0.astype(Xc.dtype)
-    sum_xd = Xd.sum(axis=0, dtype=np.float64)
-    sum_xd2 = np.square(Xd).sum(axis=0, dtype=np.float64)
-    both = np.empty((B, 2 * m), dtype=Xc.dtype)  # [X, X * Xd]
-    both[:, :m] = Xc
-    np.multiply(Xc, Xd, out=both[:, m:])
-    prods = (Gd.T @ both).astype(np.float64)  # [(G-a).T X, (G-a).T (X Xd)]
-    spread = (np.square(Gd).T @ np.square(Xc)).astype(np.float64)
-    spread += 2 * a[:, None] * prods[:, m:]
-    spread += np.square(a)[:, None] * sum_xd2
-    total = prods[:, :m] + a[:, None] * sum_xd  # sum_b d_b
-    with np.errstate(invalid="ignore", divide="ignore"):
-        spread -= total * (total / B)
+        spread -= s1 * (s1 / B)
     return spread
 
 
