@@ -1,0 +1,199 @@
+"""Graph building blocks for the batched functions on dask arrays chunked along B.
+
+Every task calls an in-memory matderiv function on one chunk of X and the matching
+chunk of G (so the in-memory validation, coercion and kernels apply to every chunk)
+and returns a tuple of arrays.  From those chunk tuples:
+
+* per_sample: one field of every chunk tuple, as an array that keeps X's chunks along B;
+* reduction:  some fields of every chunk tuple merged by a tree of `combine` calls over
+  groups of SPLIT_EVERY partials, then `finalize`d: one pass over the data, small
+  partials only (any combine works, e.g. Chan et al.'s (count, mean, M2) update).
+
+The graphs are built by hand rather than with blockwise/map_blocks: with concatenate
+(implied by map_blocks(drop_axis=...)) those copy every chunk before the call.
+"""
+from __future__ import annotations
+
+import functools
+import math
+import operator
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import dask.array as da
+import numpy as np
+from dask.base import tokenize
+from dask.highlevelgraph import HighLevelGraph, MaterializedLayer
+from threadpoolctl import ThreadpoolController
+
+from .. import _validation as v
+from .. import gradients
+
+#: Partials merged by one combine task of a tree reduction.
+SPLIT_EVERY = 8
+
+Key = tuple[Any, ...]
+
+
+# --- inputs ------------------------------------------------------------------------------
+def _checked(obj: Any, name: str) -> np.ndarray:
+    """What the in-memory checks see: a dask array's shape and dtype as a zero-stride
+    stand-in (nothing is computed or allocated); any other input as the in-memory
+    functions take it."""
+    if isinstance(obj, da.Array):
+        if any(math.isnan(d) for d in obj.shape):
+            raise ValueError(
+                f"{name}: expected known chunk sizes, got shape {obj.shape}; "
+                f"call {name}.compute_chunk_sizes() first"
+            )
+        obj = np.broadcast_to(np.empty((), dtype=obj.dtype), obj.shape)
+    return v.as_array(obj, name, (2, 3), allow_complex=False)
+
+
+def inputs(X: Any, G: Any) -> tuple[da.Array, da.Array, np.dtype]:
+    """Check X and G with the in-memory rules and messages; return them as dask arrays
+    with the same chunks along B (X's, when X is a dask array), one chunk along every
+    other axis, and the result dtype."""
+    Xa, Ga = _checked(X, "X"), _checked(G, "G")
+    if Xa.ndim != Ga.ndim or Xa.shape[:-1] != Ga.shape[:-1]:
+        gradients._inputs(Xa, Ga)  # raises the in-memory message (B, T or ndim differ)
+    dtype = v.common_dtype({"X": Xa, "G": Ga}, allow_complex=False)
+    lead = X if isinstance(X, da.Array) else G
+    rows = lead.chunks[0]
+    Xd, Gd = (
+        (a.rechunk((rows,) + (-1,) * (a.ndim - 1)) if isinstance(a, da.Array)
+         else da.from_array(na, chunks=(rows,) + (-1,) * (na.ndim - 1)))
+        for a, na in ((X, Xa), (G, Ga))
+    )
+    return Xd, Gd, dtype
+
+
+def check_lazy_out(out: Any) -> None:
+    """out= cannot receive a lazy result."""
+    if out is not None:
+        raise TypeError(
+            "out: expected None with dask inputs (the result is lazy; "
+            f"da.store(result, out) writes it into an array), got {type(out).__name__}"
+        )
+
+
+# --- threads inside a task -------------------------------------------------------------------
+_lock = threading.Lock()
+_active = 0
+_limiter: Any = None
+
+
+@functools.cache
+def _controller() -> ThreadpoolController:
+    return ThreadpoolController()
+
+
+@contextmanager
+def _one_blas_thread() -> Iterator[bool]:
+    """In a worker thread (threaded scheduler, distributed workers) BLAS runs on one
+    thread while any matderiv task runs: dask's threads already fill the cores, and
+    BLAS's own threads on top made the calls 1.3-2x slower.  BLAS's thread count is
+    process-wide, so the first task in sets it and the last one out restores it.
+    In the main thread (the synchronous scheduler) nothing changes.  Yields whether
+    the limit applies."""
+    global _active, _limiter
+    if threading.current_thread() is threading.main_thread():
+        yield False
+        return
+    with _lock:
+        if _active == 0:
+            _limiter = _controller().limit(limits=1, user_api="blas")
+        _active += 1
+    try:
+        yield True
+    finally:
+        with _lock:
+            _active -= 1
+            if _active == 0:
+                _limiter.restore_original_limits()
+
+
+def _run_chunk(func: Callable[..., Any], kwargs: dict[str, Any], *chunks: np.ndarray) -> tuple[Any, ...]:
+    """func(*chunks, **kwargs) as a tuple; n_threads=None becomes 1 in a worker thread."""
+    with _one_blas_thread() as limited:
+        if limited and "n_threads" in kwargs and kwargs["n_threads"] is None:
+            kwargs = {**kwargs, "n_threads": 1}
+        result = func(*chunks, **kwargs)
+    return result if isinstance(result, tuple) else (result,)
+
+
+# --- graphs ------------------------------------------------------------------------------------
+class Chunks:
+    """The tasks `func(X_k, G_k, **kwargs)`, one per chunk k along B."""
+
+    def __init__(self, func: Callable[..., Any], X: da.Array, G: da.Array, **kwargs: Any) -> None:
+        self.name = f"{func.__name__}-chunks-{tokenize(func.__name__, X, G, kwargs)}"
+        self.rows = X.chunks[0]
+        tail = (0,) * (X.ndim - 1)
+        tasks = {
+            (self.name, k): (_run_chunk, func, kwargs, (X.name, k) + tail, (G.name, k) + tail)
+            for k in range(len(self.rows))
+        }
+        self.graph = HighLevelGraph.from_collections(self.name, tasks, dependencies=[X, G])
+        self.keys: list[Key] = [(self.name, k) for k in range(len(self.rows))]
+
+    def _array(
+        self, graph: HighLevelGraph, name: str, tasks: dict[Key, Any], after: str,
+        chunks: tuple[tuple[int, ...], ...], dtype: np.dtype,
+    ) -> da.Array:
+        meta = np.empty((0,) * len(chunks), dtype=dtype)
+        return da.Array(_with_layer(graph, name, tasks, after), name, chunks, meta=meta)
+
+    def per_sample(self, field: int, tail: tuple[int, ...], dtype: np.dtype) -> da.Array:
+        """Field `field` of every chunk tuple: an array (B,) + tail with X's chunks along B."""
+        name = f"{self.name}-{field}".replace("-chunks-", "-", 1)
+        zeros = (0,) * len(tail)
+        tasks = {(name, k) + zeros: (operator.getitem, key, field) for k, key in enumerate(self.keys)}
+        return self._array(self.graph, name, tasks, self.name, (self.rows,) + tuple((d,) for d in tail), dtype)
+
+    def reduction(
+        self,
+        fields: Sequence[int],
+        combine: Callable[[list[tuple[Any, ...]]], tuple[Any, ...]],
+        finalize: Callable[[tuple[Any, ...]], tuple[np.ndarray, ...]],
+        outputs: Sequence[tuple[tuple[int, ...], np.dtype]],
+    ) -> tuple[da.Array, ...]:
+        """Tree-reduce `fields` of the chunk tuples: `combine` merges a list of partial
+        tuples into one, `finalize` turns the last into the outputs, given as
+        (shape, dtype); each output is a one-chunk array."""
+        token = tokenize(self.name, tuple(fields), combine, finalize, outputs)
+        name = f"{self.name.split('-chunks-')[0]}-reduce-{token}"
+        tasks: dict[Key, Any] = {}
+        level: list[Any] = [(_pick, key, tuple(fields)) for key in self.keys]
+        depth = 0
+        while len(level) > 1:
+            groups = [level[j : j + SPLIT_EVERY] for j in range(0, len(level), SPLIT_EVERY)]
+            level = []
+            for j, group in enumerate(groups):
+                tasks[(f"{name}-{depth}", j)] = (combine, group)
+                level.append((f"{name}-{depth}", j))
+            depth += 1
+        tasks[(name, "final")] = (finalize, level[0])
+        graph = _with_layer(self.graph, name, tasks, self.name)
+        return tuple(
+            self._array(graph, f"{name}-{i}", {(f"{name}-{i}",) + (0,) * len(shape): (operator.getitem, (name, "final"), i)},
+                        name, tuple((d,) for d in shape), dtype)
+            for i, (shape, dtype) in enumerate(outputs)
+        )
+
+
+def _with_layer(graph: HighLevelGraph, name: str, tasks: dict[Key, Any], after: str) -> HighLevelGraph:
+    """`graph` plus a layer `name` of `tasks` that depends on layer `after`."""
+    layers = {**graph.layers, name: MaterializedLayer(tasks)}
+    return HighLevelGraph(layers, {**graph.dependencies, name: {after}})
+
+
+def _pick(parts: tuple[Any, ...], fields: tuple[int, ...]) -> tuple[Any, ...]:
+    return tuple(parts[f] for f in fields)
+
+
+def sum_partials(parts: list[tuple[np.ndarray, ...]]) -> tuple[np.ndarray, ...]:
+    """Field-wise sum of partial tuples."""
+    return tuple(functools.reduce(np.add, arrays) for arrays in zip(*parts))
