@@ -90,6 +90,16 @@ def _controller() -> ThreadpoolController:
     return ThreadpoolController()
 
 
+def _take_blas_control() -> None:
+    """Let this thread set BLAS's process-wide thread count: threadpoolctl lets only one
+    "controlling thread" change OpenBLAS's (pthreads) pool and silently ignores the
+    others, and tasks start and end in different worker threads."""
+    for lib in _controller().lib_controllers:
+        clear = getattr(lib, "clear_controlling_thread", None)
+        if clear is not None:
+            clear(force=True)
+
+
 @contextmanager
 def _one_blas_thread() -> Iterator[bool]:
     """In a worker thread (threaded scheduler, distributed workers) BLAS runs on one
@@ -104,6 +114,7 @@ def _one_blas_thread() -> Iterator[bool]:
         return
     with _lock:
         if _active == 0:
+            _take_blas_control()
             _limiter = _controller().limit(limits=1, user_api="blas")
         _active += 1
     try:
@@ -112,7 +123,9 @@ def _one_blas_thread() -> Iterator[bool]:
         with _lock:
             _active -= 1
             if _active == 0:
+                _take_blas_control()
                 _limiter.restore_original_limits()
+                _take_blas_control()  # leave no worker thread in control
 
 
 def _run_chunk(func: Callable[..., Any], kwargs: dict[str, Any], *chunks: np.ndarray) -> tuple[Any, ...]:
@@ -172,13 +185,13 @@ class Chunks:
             groups = [level[j : j + SPLIT_EVERY] for j in range(0, len(level), SPLIT_EVERY)]
             level = []
             for j, group in enumerate(groups):
-                tasks[(f"{name}-{depth}", j)] = (combine, group)
-                level.append((f"{name}-{depth}", j))
+                tasks[(f"{name}-level{depth}", j)] = (combine, group)
+                level.append((f"{name}-level{depth}", j))
             depth += 1
         tasks[(name, "final")] = (finalize, level[0])
         graph = _with_layer(self.graph, name, tasks, self.name)
         return tuple(
-            self._array(graph, f"{name}-{i}", {(f"{name}-{i}",) + (0,) * len(shape): (operator.getitem, (name, "final"), i)},
+            self._array(graph, f"{name}-out{i}", {(f"{name}-out{i}",) + (0,) * len(shape): (operator.getitem, (name, "final"), i)},
                         name, tuple((d,) for d in shape), dtype)
             for i, (shape, dtype) in enumerate(outputs)
         )
