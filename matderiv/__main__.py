@@ -109,7 +109,14 @@ def bench(quick: bool = False, file: TextIO = sys.stdout) -> None:
 
     print(f"matderiv {md.__version__} bench{' --quick' if quick else ''} on {_machine()}", file=file)
     print("speedup = reference time / matderiv time; /floor = matderiv time / write-once floor\n", file=file)
-    print_table(jacobian_rows(quick) + gradient_rows(quick), file)
+    rows = jacobian_rows(quick) + gradient_rows(quick)
+    try:
+        from ._bench_dask import dask_rows
+    except ImportError:  # the dask extra is not installed
+        pass
+    else:
+        rows += dask_rows(quick)
+    print_table(rows, file)
 
 
 def _positive(text: str) -> int:

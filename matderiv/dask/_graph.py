@@ -60,14 +60,15 @@ def inputs(X: Any, G: Any) -> tuple[da.Array, da.Array, np.dtype]:
     if Xa.ndim != Ga.ndim or Xa.shape[:-1] != Ga.shape[:-1]:
         gradients._inputs(Xa, Ga)  # raises the in-memory message (B, T or ndim differ)
     dtype = v.common_dtype({"X": Xa, "G": Ga}, allow_complex=False)
-    lead = X if isinstance(X, da.Array) else G
-    rows = lead.chunks[0]
-    Xd, Gd = (
-        (a.rechunk((rows,) + (-1,) * (a.ndim - 1)) if isinstance(a, da.Array)
-         else da.from_array(na, chunks=(rows,) + (-1,) * (na.ndim - 1)))
-        for a, na in ((X, Xa), (G, Ga))
-    )
-    return Xd, Gd, dtype
+    rows = (X if isinstance(X, da.Array) else G).chunks[0]
+    return _batch_chunked(X, Xa, rows), _batch_chunked(G, Ga, rows), dtype
+
+
+def _batch_chunked(obj: Any, checked: np.ndarray, rows: tuple[int, ...]) -> da.Array:
+    """obj with chunks `rows` along B and one chunk along every other axis (no-op when
+    it has them already); `checked` is the array the checks saw, for numpy inputs."""
+    chunks = (rows,) + (-1,) * (checked.ndim - 1)
+    return obj.rechunk(chunks) if isinstance(obj, da.Array) else da.from_array(checked, chunks=chunks)
 
 
 def check_lazy_out(out: Any) -> None:
