@@ -296,6 +296,24 @@ def test_tree_reduction_takes_any_combine(rng):
     assert top == md.per_sample_grad_norms(X, G).max() and count == B
 
 
+def _dots(X, G, X2, G2):
+    """<g_a, g'_b> of materialized per-sample gradients: a stand-in for per_sample_grad_dots."""
+    return np.einsum("aij,bij->ab", md.per_sample_grads(X, G), md.per_sample_grads(X2, G2))
+
+
+@pytest.mark.parametrize("ndim", [2, 3])
+def test_pairs_of_chunks(rng, ndim):
+    X, G = _data(rng, ndim, np.float64)
+    X2, G2 = _data(rng, ndim, np.float64, b=7)
+    Xd, Gd, _ = _graph.inputs(da.from_array(X, chunks=((6, 0, 9, 5),) + X.shape[1:]), G)
+    X2d, G2d, dtype = _graph.inputs(X2, da.from_array(G2, chunks=3))
+    K = _graph.pairs(_dots, Xd, Gd, X2d, G2d, dtype)
+    assert K.shape == (B, 7) and K.chunks == ((6, 0, 9, 5), (3, 3, 1))
+    seq = (lambda A: A) if ndim == 3 else (lambda A: A[:, None, :])  # 2-D as T = 1
+    P, P2 = (np.einsum("bti,btj->bij", seq(g), seq(x)) for g, x in ((G, X), (G2, X2)))
+    assert_close(K.compute(), np.einsum("aij,bij->ab", P, P2), np.float64)
+
+
 # --- dask.distributed ----------------------------------------------------------------------
 @pytest.fixture(scope="session")
 def cluster_client():

@@ -5,6 +5,8 @@ chunk of G (so the in-memory validation, coercion and kernels apply to every chu
 and returns a tuple of arrays.  From those chunk tuples:
 
 * per_sample: one field of every chunk tuple, as an array that keeps X's chunks along B;
+* pairs:      func(X_i, G_i, X2_j, G2_j) for every pair of chunks, a (B, B2) array
+  (per_sample_grad_dots between two chunked batches);
 * reduction:  some fields of every chunk tuple merged by a tree of `combine` calls over
   groups of SPLIT_EVERY partials, then `finalize`d: one pass over the data, small
   partials only (any combine works, e.g. Chan et al.'s (count, mean, M2) update).
@@ -129,12 +131,17 @@ def _one_blas_thread() -> Iterator[bool]:
                 _take_blas_control()  # leave no worker thread in control
 
 
-def _run_chunk(func: Callable[..., Any], kwargs: dict[str, Any], *chunks: np.ndarray) -> tuple[Any, ...]:
-    """func(*chunks, **kwargs) as a tuple; n_threads=None becomes 1 in a worker thread."""
+def _run(func: Callable[..., Any], kwargs: dict[str, Any], *chunks: np.ndarray) -> Any:
+    """func(*chunks, **kwargs); n_threads=None becomes 1 in a worker thread."""
     with _one_blas_thread() as limited:
         if limited and "n_threads" in kwargs and kwargs["n_threads"] is None:
             kwargs = {**kwargs, "n_threads": 1}
-        result = func(*chunks, **kwargs)
+        return func(*chunks, **kwargs)
+
+
+def _run_chunk(func: Callable[..., Any], kwargs: dict[str, Any], *chunks: np.ndarray) -> tuple[Any, ...]:
+    """_run's result as a tuple (one field for a single array)."""
+    result = _run(func, kwargs, *chunks)
     return result if isinstance(result, tuple) else (result,)
 
 
@@ -196,6 +203,23 @@ class Chunks:
                         name, tuple((d,) for d in shape), dtype)
             for i, (shape, dtype) in enumerate(outputs)
         )
+
+
+def pairs(func: Callable[..., np.ndarray], X: da.Array, G: da.Array, X2: da.Array, G2: da.Array,
+          dtype: np.dtype, **kwargs: Any) -> da.Array:
+    """The (B, B2) array whose block (i, j) is func(X_i, G_i, X2_j, G2_j, **kwargs), an
+    array (len(X_i), len(X2_j)): X's chunks along rows, X2's along columns."""
+    name = f"{func.__name__}-pairs-{tokenize(func.__name__, X, G, X2, G2, kwargs)}"
+    tail, tail2 = (0,) * (X.ndim - 1), (0,) * (X2.ndim - 1)
+    tasks = {
+        (name, i, j): (_run, func, kwargs, (X.name, i) + tail, (G.name, i) + tail,
+                       (X2.name, j) + tail2, (G2.name, j) + tail2)
+        for i in range(len(X.chunks[0]))
+        for j in range(len(X2.chunks[0]))
+    }
+    graph = HighLevelGraph.from_collections(name, tasks, dependencies=[X, G, X2, G2])
+    meta = np.empty((0, 0), dtype=dtype)
+    return da.Array(graph, name, (X.chunks[0], X2.chunks[0]), meta=meta)
 
 
 def _with_layer(graph: HighLevelGraph, name: str, tasks: dict[Key, Any], after: str) -> HighLevelGraph:
