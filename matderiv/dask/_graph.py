@@ -160,19 +160,12 @@ class Chunks:
         self.graph = HighLevelGraph.from_collections(self.name, tasks, dependencies=[X, G])
         self.keys: list[Key] = [(self.name, k) for k in range(len(self.rows))]
 
-    def _array(
-        self, graph: HighLevelGraph, name: str, tasks: dict[Key, Any], after: str,
-        chunks: tuple[tuple[int, ...], ...], dtype: np.dtype,
-    ) -> da.Array:
-        meta = np.empty((0,) * len(chunks), dtype=dtype)
-        return da.Array(_with_layer(graph, name, tasks, after), name, chunks, meta=meta)
-
     def per_sample(self, field: int, tail: tuple[int, ...], dtype: np.dtype) -> da.Array:
         """Field `field` of every chunk tuple: an array (B,) + tail with X's chunks along B."""
         name = f"{self.name}-{field}".replace("-chunks-", "-", 1)
         zeros = (0,) * len(tail)
         tasks = {(name, k) + zeros: (operator.getitem, key, field) for k, key in enumerate(self.keys)}
-        return self._array(self.graph, name, tasks, self.name, (self.rows,) + tuple((d,) for d in tail), dtype)
+        return _array(_with_layer(self.graph, name, tasks, self.name), name, (self.rows,) + tuple((d,) for d in tail), dtype)
 
     def reduction(
         self,
@@ -198,11 +191,12 @@ class Chunks:
             depth += 1
         tasks[(name, "final")] = (finalize, level[0])
         graph = _with_layer(self.graph, name, tasks, self.name)
-        return tuple(
-            self._array(graph, f"{name}-out{i}", {(f"{name}-out{i}",) + (0,) * len(shape): (operator.getitem, (name, "final"), i)},
-                        name, tuple((d,) for d in shape), dtype)
-            for i, (shape, dtype) in enumerate(outputs)
-        )
+        results = []
+        for i, (shape, dtype) in enumerate(outputs):
+            out = f"{name}-out{i}"
+            task = {(out,) + (0,) * len(shape): (operator.getitem, (name, "final"), i)}
+            results.append(_array(_with_layer(graph, out, task, name), out, tuple((d,) for d in shape), dtype))
+        return tuple(results)
 
 
 def pairs(func: Callable[..., np.ndarray], X: da.Array, G: da.Array, X2: da.Array, G2: da.Array,
@@ -218,8 +212,11 @@ def pairs(func: Callable[..., np.ndarray], X: da.Array, G: da.Array, X2: da.Arra
         for j in range(len(X2.chunks[0]))
     }
     graph = HighLevelGraph.from_collections(name, tasks, dependencies=[X, G, X2, G2])
-    meta = np.empty((0, 0), dtype=dtype)
-    return da.Array(graph, name, (X.chunks[0], X2.chunks[0]), meta=meta)
+    return _array(graph, name, (X.chunks[0], X2.chunks[0]), dtype)
+
+
+def _array(graph: HighLevelGraph, name: str, chunks: tuple[tuple[int, ...], ...], dtype: np.dtype) -> da.Array:
+    return da.Array(graph, name, chunks, meta=np.empty((0,) * len(chunks), dtype=dtype))
 
 
 def _with_layer(graph: HighLevelGraph, name: str, tasks: dict[Key, Any], after: str) -> HighLevelGraph:
