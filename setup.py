@@ -15,7 +15,7 @@ from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
 DEBUG = os.environ.get("MATDERIV_DEBUG", "0") not in ("", "0")
-KERNELS = ["_openmp", "_kron", "_outer"]
+KERNELS = ["_openmp", "_kron", "_outer", "_rows"]
 
 DIRECTIVES = {
     "language_level": 3,

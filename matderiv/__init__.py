@@ -8,6 +8,7 @@ finite-difference checker.
 from ._memory import OutputTooLargeError
 from .checking import JacobianCheck, JacobianMismatch, check_jacobian, numerical_jacobian
 from .gradients import batch_grad, clip_and_sum, per_sample_grad_norms, per_sample_grads
+from .statistics import grad_variance, kfac_factors, per_sample_grad_dots, sum_grad_squared
 from .jacobian import Jacobian, StructuredJacobian, TotalJacobian, jacobian_wx, jacobian_xw
 
 __version__ = "0.1.0"
@@ -23,9 +24,13 @@ __all__ = [
     "batch_grad",
     "check_jacobian",
     "clip_and_sum",
+    "grad_variance",
     "jacobian_wx",
     "jacobian_xw",
+    "kfac_factors",
     "numerical_jacobian",
+    "per_sample_grad_dots",
     "per_sample_grad_norms",
     "per_sample_grads",
+    "sum_grad_squared",
 ]

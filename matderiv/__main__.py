@@ -1,4 +1,5 @@
-"""python -m matderiv demo | bench: what d(Wx)/dW is, in every form, and how fast."""
+"""python -m matderiv demo | bench | info: what d(Wx)/dW is, in every form, how fast, and
+what a bug report needs."""
 from __future__ import annotations
 
 import argparse
@@ -106,10 +107,12 @@ def bench(quick: bool = False, file: TextIO = sys.stdout) -> None:
     from ._bench import print_table
     from ._bench_gradients import gradient_rows
     from ._bench_jacobian import jacobian_rows
+    from ._bench_pipeline import pipeline_rows
+    from ._bench_statistics import statistics_rows
 
     print(f"matderiv {md.__version__} bench{' --quick' if quick else ''} on {_machine()}", file=file)
     print("speedup = reference time / matderiv time; /floor = matderiv time / write-once floor\n", file=file)
-    rows = jacobian_rows(quick) + gradient_rows(quick)
+    rows = jacobian_rows(quick) + gradient_rows(quick) + statistics_rows(quick) + pipeline_rows(quick)
     try:
         from ._bench_dask import dask_rows
     except ImportError:  # the dask extra is not installed
@@ -135,11 +138,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_demo.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p_bench = sub.add_parser("bench", help="time the kernels against numpy/scipy")
     p_bench.add_argument("--quick", action="store_true", help="small sizes, few repeats")
+    sub.add_parser("info", help="versions, OpenMP, threads, BLAS and the memory limit (for bug reports)")
     args = parser.parse_args(argv)
     if args.command == "demo":
         demo(args.n, args.m, args.seed)
-    else:
+    elif args.command == "bench":
         bench(args.quick)
+    else:
+        from ._info import print_report
+
+        print_report(sys.stdout)
     return 0
 
 

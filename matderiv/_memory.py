@@ -6,7 +6,7 @@ import os
 
 import numpy as np
 
-__all__ = ["OutputTooLargeError", "available_bytes", "check_output_bytes"]
+__all__ = ["OutputTooLargeError", "available_bytes", "check_output_bytes", "memory_limit"]
 
 
 class OutputTooLargeError(MemoryError):
@@ -16,10 +16,108 @@ class OutputTooLargeError(MemoryError):
     """
 
 
-def available_bytes() -> int | None:
-    """The default limit: MATDERIV_MAX_BYTES if set, else the memory available now.
+#: Where the limits are read from; tests point this at a fake tree (self/cgroup,
+#: self/mountinfo, meminfo, and the cgroup mount points that mountinfo names).
+PROC_DIR = "/proc"
 
-    Returns None when neither can be read (no limit is applied then).
+#: Of a cgroup's limit, this fraction is left free for the rest of the process.
+CGROUP_HEADROOM = 1 / 16
+
+#: cgroup v1 writes a limit of about 2**63 for "no limit".
+_V1_UNLIMITED = 2**60
+
+
+def _read(path: str) -> str | None:
+    try:
+        with open(path) as fh:
+            return fh.read()
+    except OSError:
+        return None
+
+
+def _stat_value(text: str | None, key: str) -> int:
+    for line in (text or "").splitlines():
+        name, _, value = line.partition(" ")
+        if name == key:
+            return int(value)
+    return 0
+
+
+def _cgroup_mounts() -> dict[str, tuple[str, str]]:
+    """{"v1"/"v2": (root within the hierarchy, mount point)} for the memory controller."""
+    mounts: dict[str, tuple[str, str]] = {}
+    for line in (_read(os.path.join(PROC_DIR, "self", "mountinfo")) or "").splitlines():
+        pre, sep, post = line.partition(" - ")
+        fields, tail = pre.split(), post.split()
+        if not sep or len(fields) < 5 or len(tail) < 3:
+            continue
+        if tail[0] == "cgroup2":
+            mounts.setdefault("v2", (fields[3], fields[4]))
+        elif tail[0] == "cgroup" and "memory" in tail[2].split(","):
+            mounts.setdefault("v1", (fields[3], fields[4]))
+    return mounts
+
+
+def _cgroup_dirs() -> list[tuple[str, str]]:
+    """(version, directory) of this process's memory cgroup, v1 and/or v2."""
+    mounts = _cgroup_mounts()
+    found = []
+    for line in (_read(os.path.join(PROC_DIR, "self", "cgroup")) or "").splitlines():
+        hid, _, rest = line.partition(":")
+        controllers, _, path = rest.partition(":")
+        version = "v2" if hid == "0" and controllers == "" else "v1" if "memory" in controllers.split(",") else None
+        if version is None or version not in mounts:
+            continue
+        root, mount_point = mounts[version]
+        rel = path[len(root):] if path.startswith(root) else path
+        found.append((version, os.path.normpath(mount_point + "/" + rel.strip("/"))))
+    return found
+
+
+def _cgroup_free(version: str, directory: str, mount_point: str) -> tuple[int, str] | None:
+    """The tightest (limit - usage) over the cgroup and its ancestors, and where it is set.
+
+    Usage excludes inactive page cache, which the kernel reclaims before it kills.
+    """
+    limit_file, usage_file, inactive = (
+        ("memory.max", "memory.current", "inactive_file") if version == "v2"
+        else ("memory.limit_in_bytes", "memory.usage_in_bytes", "total_inactive_file")
+    )
+    best = None
+    d = directory
+    while True:
+        text = _read(os.path.join(d, limit_file))
+        if text is not None and text.strip() not in ("", "max"):
+            limit = int(text)
+            if limit < _V1_UNLIMITED:
+                usage = int(_read(os.path.join(d, usage_file)) or 0)
+                usage -= _stat_value(_read(os.path.join(d, "memory.stat")), inactive)
+                free = max(0, limit - max(0, usage) - int(limit * CGROUP_HEADROOM))
+                if best is None or free < best[0]:
+                    where = f"cgroup {version} {os.path.join(d, limit_file)}: limit {limit}, in use {max(0, usage)}"
+                    best = (free, where)
+        if os.path.normpath(d) == os.path.normpath(mount_point) or d in ("/", ""):
+            return best
+        d = os.path.dirname(d)
+
+
+def _mem_available() -> int | None:
+    for line in (_read(os.path.join(PROC_DIR, "meminfo")) or "").splitlines():
+        if line.startswith("MemAvailable:"):
+            return int(line.split()[1]) * 1024  # in kB
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def memory_limit() -> tuple[int | None, str]:
+    """The default limit and where it comes from.
+
+    MATDERIV_MAX_BYTES if set; else the smallest of the memory available on the machine
+    (MemAvailable) and, for each memory cgroup (v1 or v2) the process is in, its limit
+    minus what the cgroup already uses, less CGROUP_HEADROOM of the limit. (None, ...)
+    where nothing can be read (no limit is applied then).
     """
     env = os.environ.get("MATDERIV_MAX_BYTES")
     if env is not None and env.strip():
@@ -31,18 +129,24 @@ def available_bytes() -> int | None:
             ) from None
         if value < 0:
             raise ValueError(f"MATDERIV_MAX_BYTES: expected a non-negative integer, got {value}")
-        return value
-    try:
-        with open("/proc/meminfo") as fh:
-            for line in fh:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (AttributeError, ValueError, OSError):
-        return None
+        return value, "MATDERIV_MAX_BYTES"
+    candidates = []
+    available = _mem_available()
+    if available is not None:
+        candidates.append((available, "memory available on the machine (MemAvailable)"))
+    mounts = _cgroup_mounts()
+    for version, directory in _cgroup_dirs():
+        found = _cgroup_free(version, directory, mounts[version][1])
+        if found is not None:
+            candidates.append(found)
+    if not candidates:
+        return None, "none (no memory information on this system)"
+    return min(candidates)
+
+
+def available_bytes() -> int | None:
+    """The default limit in bytes (see memory_limit), None where none can be read."""
+    return memory_limit()[0]
 
 
 #: Below this, the default limit is not looked up: reading /proc/meminfo costs more
@@ -50,16 +154,20 @@ def available_bytes() -> int | None:
 _SMALL_OUTPUT = 16 * 2**20
 
 
-def _resolve_limit(max_bytes: int | None, nbytes: int) -> int | None:
+def _resolve_limit(max_bytes: int | None, nbytes: int) -> tuple[int | None, str]:
     if max_bytes is None:
         if nbytes < _SMALL_OUTPUT and "MATDERIV_MAX_BYTES" not in os.environ:
-            return None
-        return available_bytes()
+            return None, ""
+        return memory_limit()
     if isinstance(max_bytes, bool) or not isinstance(max_bytes, (int, np.integer)):
         raise TypeError(f"max_bytes: expected an int or None, got {type(max_bytes).__name__}")
     if max_bytes < 0:
         raise ValueError(f"max_bytes: expected a non-negative int, got {max_bytes}")
-    return int(max_bytes)
+    return int(max_bytes), "max_bytes="
+
+
+#: numpy's largest array size in bytes, and largest dimension (np.intp).
+_MAX_DIM = int(np.iinfo(np.intp).max)
 
 
 def check_output_bytes(
@@ -69,17 +177,26 @@ def check_output_bytes(
     max_bytes: int | None,
     hint: str,
 ) -> None:
-    """Raise OutputTooLargeError if the arrays `parts` (shape, dtype) exceed the limit.
+    """Raise OutputTooLargeError if the arrays `parts` (shape, dtype) exceed the limit,
+    ValueError if a dimension is beyond what numpy can index.
 
     Sizes are multiplied as Python ints, so they cannot overflow.
     """
+    desc = " + ".join(f"{tuple(int(d) for d in shape)} {np.dtype(dt).name}" for shape, dt in parts)
     nbytes = sum(math.prod(int(d) for d in shape) * np.dtype(dt).itemsize for shape, dt in parts)
-    limit = _resolve_limit(max_bytes, nbytes)
+    # numpy refuses a shape whose nonzero dimensions times the itemsize exceed np.intp,
+    # even when a zero dimension leaves it empty
+    if nbytes == 0 and any(math.prod(int(d) for d in shape if d) * np.dtype(dt).itemsize > _MAX_DIM for shape, dt in parts):
+        raise ValueError(
+            f"{what}: the empty output {desc} is beyond numpy's maximum array size of {_MAX_DIM} "
+            "bytes (counting its nonzero dimensions): n, m or the batch size is too large"
+        )
+    limit, source = _resolve_limit(max_bytes, nbytes)
+    if nbytes > _MAX_DIM and (limit is None or limit > _MAX_DIM):
+        limit, source = _MAX_DIM, "numpy's maximum array size"
     if limit is None or nbytes <= limit:
         return
-    desc = " + ".join(f"{tuple(int(d) for d in shape)} {np.dtype(dt).name}" for shape, dt in parts)
     raise OutputTooLargeError(
         f"{what}: the output {desc} needs {nbytes / 2**30:.3g} GiB ({nbytes} bytes), over the "
-        f"limit of {limit / 2**30:.3g} GiB ({limit} bytes; set by max_bytes=, "
-        f"MATDERIV_MAX_BYTES or the memory available). {hint}"
+        f"limit of {limit / 2**30:.3g} GiB ({limit} bytes; set by {source}). {hint}"
     )

@@ -11,12 +11,17 @@ from typing import Any
 
 import numpy as np
 
+from . import _threads
 from ._kernels import _openmp
 
 #: Largest index stored as int32 in sparse outputs; tests lower it to reach the int64 path.
 INT32_INDEX_MAX = int(np.iinfo(np.int32).max)
 
-_C_INT_MAX = 2**31 - 1  # the kernels take n_threads as a C int
+#: numpy's largest dimension.
+_MAX_DIM = int(np.iinfo(np.intp).max)
+
+#: n_threads is capped at this many threads per core (see max_threads).
+MAX_THREADS_PER_CORE = 16
 
 _REAL = (np.dtype(np.float32), np.dtype(np.float64))
 _COMPLEX = (np.dtype(np.complex64), np.dtype(np.complex128))
@@ -52,6 +57,11 @@ def target_dtype(dtype: np.dtype, name: str, *, allow_complex: bool) -> np.dtype
 
 def as_array(obj: Any, name: str, ndim: int | Iterable[int], *, allow_complex: bool = True) -> np.ndarray:
     """np.asarray(obj) with its ndim and dtype kind checked (no copy, no conversion yet)."""
+    if isinstance(obj, np.ma.MaskedArray):
+        raise TypeError(
+            f"{name}: masked arrays are not supported (the mask would be ignored); pass "
+            f"{name}.filled(value) to replace masked entries, or the rows you want to keep"
+        )
     try:
         arr = np.asarray(obj)
     except (ValueError, TypeError) as exc:
@@ -72,8 +82,16 @@ def common_dtype(arrays: dict[str, np.ndarray], *, allow_complex: bool = True) -
 
 
 def contiguous(arr: np.ndarray, dtype: np.dtype) -> np.ndarray:
-    """A C-contiguous, native-byte-order array of `dtype` (no copy when arr already is one)."""
-    return np.ascontiguousarray(arr, dtype=np.dtype(dtype).newbyteorder("="))
+    """A C-contiguous, aligned, native-byte-order array of `dtype` (no copy when arr
+    already is one).
+
+    np.ascontiguousarray keeps an array that starts at an address that is not a multiple
+    of its itemsize (a buffer read at an offset, a chunk received from a cluster); numpy's
+    matmul skips BLAS for those (10x slower) and C kernels must not read them, so they
+    are copied into fresh, aligned memory.
+    """
+    out = np.ascontiguousarray(arr, dtype=np.dtype(dtype).newbyteorder("="))
+    return out if out.flags.aligned else out.copy()
 
 
 def owned(arr: np.ndarray, dtype: np.dtype) -> np.ndarray:
@@ -88,6 +106,8 @@ def check_size(value: Any, name: str) -> int:
         raise TypeError(f"{name}: expected a non-negative int, got {type(value).__name__} {value!r}")
     if value < 0:
         raise ValueError(f"{name}: expected a non-negative int, got {value}")
+    if value > _MAX_DIM:
+        raise ValueError(f"{name}: expected at most {_MAX_DIM} (numpy's largest dimension), got {value}")
     return int(value)
 
 
@@ -111,20 +131,32 @@ def check_shape(arr: np.ndarray, name: str, shape: tuple[int, ...]) -> None:
         raise ValueError(f"{name}: expected shape {_shape_str(tuple(shape))}, got {_shape_str(arr.shape)}")
 
 
+def max_threads() -> int:
+    """The largest n_threads accepted: the OpenMP runtime's thread limit (OMP_THREAD_LIMIT),
+    and at most MAX_THREADS_PER_CORE threads per core (never under 64). Beyond that a
+    runtime would try to create threads until it runs out of memory and exits."""
+    cores = os.cpu_count() or 1
+    return max(1, min(_openmp.thread_limit(), max(64, MAX_THREADS_PER_CORE * cores)))
+
+
 def n_threads_value(n_threads: Any) -> int:
-    """None: OpenMP's default (honours OMP_NUM_THREADS); -1: every usable core; k >= 1: k."""
+    """None: OpenMP's default (honours OMP_NUM_THREADS); -1: every usable core; k >= 1: k,
+    up to max_threads(). 1 in a child forked after a parallel region (see _threads)."""
     if n_threads is None:
-        return max(1, _openmp.max_threads())
+        return _threads.usable(_openmp.max_threads())
     if isinstance(n_threads, (bool, np.bool_)) or not isinstance(n_threads, (int, np.integer)):
         raise TypeError(f"n_threads: expected None or an int, got {type(n_threads).__name__}")
     if n_threads == -1:
         try:
-            return len(os.sched_getaffinity(0))
+            return _threads.usable(len(os.sched_getaffinity(0)))
         except AttributeError:  # not Linux
-            return os.cpu_count() or 1
-    if not 1 <= n_threads <= _C_INT_MAX:
-        raise ValueError(f"n_threads: expected None, -1 or an int from 1 to {_C_INT_MAX}, got {n_threads}")
-    return int(n_threads)
+            return _threads.usable(os.cpu_count() or 1)
+    limit = max_threads()
+    if not 1 <= n_threads <= limit:
+        raise ValueError(
+            f"n_threads: expected None, -1 or an int from 1 to {limit} (the thread limit), got {n_threads}"
+        )
+    return _threads.usable(int(n_threads))
 
 
 def check_out(out: Any, shape: tuple[int, ...], dtype: np.dtype, inputs: Iterable[np.ndarray] = ()) -> np.ndarray:
@@ -140,6 +172,8 @@ def check_out(out: Any, shape: tuple[int, ...], dtype: np.dtype, inputs: Iterabl
         raise ValueError("out: expected a C-contiguous array, got a non-contiguous one")
     if not out.flags.writeable:
         raise ValueError("out: expected a writeable array, got a read-only one")
+    if not out.flags.aligned:
+        raise ValueError("out: expected an aligned array (its address a multiple of the itemsize), got a misaligned one")
     if not out.dtype.isnative:
         raise ValueError("out: expected native byte order, got a byte-swapped array")
     for arr in inputs:

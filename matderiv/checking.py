@@ -59,6 +59,20 @@ def _check_positive(value: Any, name: str) -> float:
     return float(value)
 
 
+def _value(f: Callable[[np.ndarray], ArrayLike], W: np.ndarray) -> np.ndarray:
+    """f at a copy of W, as an array of numbers (bool, integer, float or complex)."""
+    out = f(W.copy())
+    if isinstance(out, np.ma.MaskedArray):
+        raise TypeError("f: returned a masked array; return out.filled(value) instead")
+    arr = np.asarray(out)
+    if arr.dtype.kind not in "biufc":
+        raise TypeError(
+            f"f: expected f(W) to return numbers (bool, integer, float or complex), "
+            f"got {type(out).__name__} of dtype {arr.dtype}"
+        )
+    return arr
+
+
 def _differences(
     f: Callable[[np.ndarray], ArrayLike],
     W: ArrayLike,
@@ -71,13 +85,15 @@ def _differences(
     `scratch` output-sized float64 arrays that the caller will add are counted
     against max_bytes with the result.
     """
+    if not callable(f):
+        raise TypeError(f"f: expected a callable f(W) returning an array, got {type(f).__name__}")
     arr = v.as_array(W, "W", range(0, 33))
     # order="C": Wflat below must be a view of W0 (a Fortran-ordered copy would make
     # reshape(-1) a copy, and every perturbation would be lost)
     W0 = np.array(arr, dtype=_work_dtype(v.common_dtype({"W": arr})), order="C")
     if eps is not None:
         eps = _check_positive(eps, "eps")
-    f0 = np.asarray(f(W0.copy()))
+    f0 = _value(f, W0)
     resolution = _resolution(f0.dtype)
     if eps is None:
         eps = float(np.cbrt(resolution))  # balances truncation (h^2) against rounding (1/h)
@@ -96,9 +112,9 @@ def _differences(
         h = eps * max(1.0, abs(Wflat[k]))
         old = Wflat[k]
         Wflat[k] = old + h
-        fp = np.asarray(f(W0.copy()))
+        fp = _value(f, W0)
         Wflat[k] = old - h
-        fm = np.asarray(f(W0.copy()))
+        fm = _value(f, W0)
         Wflat[k] = old
         if fp.shape != f0.shape or fm.shape != f0.shape:
             raise ValueError(f"f: returned shape {fp.shape} for a perturbed W, but {f0.shape} at W")

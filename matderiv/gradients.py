@@ -9,14 +9,12 @@ sequences X (B, T, m) with G (B, T, n), where sample b's gradient sums its T ste
 
 and a bias (f = W @ x + c) has the gradient db_b = sum_t G[b, t].
 
-Threads: 2-D per_sample_grads runs matderiv's OpenMP kernel on n_threads threads.
-Everything else here is BLAS (the matrix products and the row-wise dot products
-behind the norms), whose own thread pool applies (OPENBLAS_NUM_THREADS,
-threadpoolctl).  per_sample_grad_norms and clip_and_sum validate n_threads like
-every other call but start no OpenMP region: switching between an OpenMP pool and
-BLAS's pool costs a scheduler time slice whenever the two pools share the cores
-(4-9 ms per switch on 2 cores with libgomp's default spin-waiting), far more than
-these O(B*T*(n+m)) reductions could gain from threads.
+Threads: 2-D per_sample_grads, the norms, the short-sequence Gram norms and the
+clipping factors run matderiv's OpenMP kernels on n_threads threads (the reductions
+inside the 3-D block loops, between BLAS calls, run serially); the matrix products are
+BLAS, whose own thread pool applies (OPENBLAS_NUM_THREADS, threadpoolctl).  The
+row-wise reductions accumulate in float64 whatever the input dtype, without a float64
+copy of the inputs.
 """
 from __future__ import annotations
 
@@ -29,7 +27,7 @@ from numpy.typing import ArrayLike
 
 from . import _validation as v
 from ._dispatch import dask_aware
-from ._kernels import _outer
+from ._kernels import _outer, _rows as _rows_kernels
 from ._memory import check_output_bytes
 
 __all__ = ["batch_grad", "clip_and_sum", "per_sample_grad_norms", "per_sample_grads"]
@@ -40,6 +38,10 @@ ROUTES = ("gram", "materialize")
 
 #: Bytes of temporaries one block of samples may use in the 3-D norm routes.
 BLOCK_BYTES = 4 * 2**20
+
+#: Sequences up to this length take the Gram route in one OpenMP kernel pass (no tiny
+#: BLAS call per sample); longer ones in BLAS blocks, faster per multiply-add.
+GRAM_KERNEL_STEPS = 32
 
 _MATERIALIZE_HINT = (
     "batch_grad gives the sum, per_sample_grad_norms the norms and clip_and_sum the "
@@ -239,26 +241,30 @@ def per_sample_grad_norms(
     3-D: one of two routes, both blocked over samples so temporaries stay near
     BLOCK_BYTES (4 MiB; at least one sample's worth):
       * Gram:        ||g_b||^2 = sum_{t,s} (G[b,t].G[b,s]) (X[b,t].X[b,s]),
-                     cost ~ T^2 (n + m + 1) per sample, (block, T, T) temporaries;
+                     cost ~ T^2 (n + m + 1) per sample, (block, T, T) float64 temporaries
+                     (T <= GRAM_KERNEL_STEPS: one kernel pass on n_threads threads, no
+                     temporaries, half the pairs by symmetry);
       * materialize: g_b = G[b].T @ X[b] per block of samples, then its sum of squares,
                      cost ~ (T + 1) n m per sample, (block, n, m) temporaries.
     The cheaper by these counts is taken: Gram when T^2 (n + m + 1) < (T + 1) n m,
     roughly when T < n m / (n + m).  The Gram sum can cancel: a gradient whose steps
     nearly cancel gets a norm accurate to about sqrt(eps) * ||G[b]|| ||X[b]||
-    (negative round-off is clamped to 0).  NaN and inf propagate.
+    (negative round-off is clamped to 0).  NaN and inf propagate.  Every dot product
+    accumulates in float64, also for float32 inputs; n_threads threads.
     """
     bias = v.check_flag(bias, "bias")
-    v.n_threads_value(n_threads)  # validated only: the work is BLAS (see the module notes)
+    threads = v.n_threads_value(n_threads)
     _, _, Xc, Gc = _inputs(X, G)
-    return _grad_norms(Xc, Gc, bias)
+    return _grad_norms(Xc, Gc, bias, threads=threads)
 
 
-def _row_dots(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Row-wise dot products of two (S, K) arrays, one BLAS dot per row, in float64:
-    squares of float32 entries overflow (or underflow) long before the norm does."""
-    a64 = a.astype(np.float64, copy=False)
-    b64 = a64 if b is a else b.astype(np.float64, copy=False)
-    return np.matmul(a64[:, None, :], b64[:, :, None]).reshape(a.shape[0])
+def _row_dots(a: np.ndarray, b: np.ndarray, threads: int) -> np.ndarray:
+    """Row-wise dot products of two C-contiguous (S, K) arrays of one dtype, accumulated
+    in float64 (squares of float32 entries overflow or underflow long before the norm
+    does), without a float64 copy: shape (S,), float64."""
+    out = np.empty(a.shape[0])
+    _rows_kernels.row_dots(a, b, out, threads)
+    return out
 
 
 def _route(T: int, n: int, m: int) -> str:
@@ -271,45 +277,62 @@ def _block_size(per_sample_bytes: int, B: int) -> int:
     return max(1, min(B, BLOCK_BYTES // max(1, per_sample_bytes)))
 
 
-def _grad_norms(Xc: np.ndarray, Gc: np.ndarray, bias: bool, route: str | None = None) -> np.ndarray:
-    """Norms from validated inputs; `route` forces a 3-D route (tests), None picks the cheaper."""
+def _grad_norms(
+    Xc: np.ndarray, Gc: np.ndarray, bias: bool, route: str | None = None, threads: int | None = None
+) -> np.ndarray:
+    """Norms from validated inputs; `route` forces a 3-D route (tests), None picks the cheaper;
+    threads None: the default count."""
+    threads = v.n_threads_value(None) if threads is None else threads
+    if Xc.ndim == 2:  # ||g_b||^2 + ||db_b||^2 = ||G[b]||^2 (||X[b]||^2 + 1), straight into the output
+        norms = np.empty(Xc.shape[0], dtype=Xc.dtype)
+        _rows_kernels.outer_norms(Gc, Xc, 0.0, 1.0 if bias else 0.0, norms, threads)
+        return norms
+    return np.sqrt(_grad_squared_norms(Xc, Gc, bias, route, threads)).astype(Xc.dtype)
+
+
+def _grad_squared_norms(Xc: np.ndarray, Gc: np.ndarray, bias: bool, route: str | None, threads: int) -> np.ndarray:
+    """||g_b||^2 (+ ||db_b||^2) in float64, shape (B,) (see per_sample_grad_norms)."""
     B, n, m = Xc.shape[0], Gc.shape[-1], Xc.shape[-1]
     if Xc.ndim == 2:
-        g2 = _row_dots(Gc, Gc)
-        x2 = _row_dots(Xc, Xc)
+        g2 = _row_dots(Gc, Gc, threads)
+        x2 = _row_dots(Xc, Xc, threads)
         if bias:
             x2 += 1.0  # ||db_b||^2 = ||G[b]||^2, so ||g_b||^2 + ||db_b||^2 = g2 * (x2 + 1)
-        return (np.sqrt(g2) * np.sqrt(x2)).astype(Xc.dtype)
+        return g2 * x2
 
     T = Xc.shape[1]
     route = _route(T, n, m) if route is None else v.check_choice(route, "route", ROUTES)
-    sq = np.empty(B, dtype=np.float64)
-    dtype = Xc.dtype
-    if route == "gram":  # in float64, as _row_dots: the Gram entries are products of squares
+    sq = np.empty(B)
+    # serial reductions inside the block loops: an OpenMP region between BLAS calls would
+    # fight BLAS's spinning threads for the cores, and one block is little work
+    if route == "gram" and T <= GRAM_KERNEL_STEPS:
+        _rows_kernels.gram_sq(Gc, Xc, sq, threads)  # float64 sums, symmetry in t, s used
+        np.maximum(sq, 0.0, out=sq)  # round-off of a cancelling sum; NaN stays NaN
+    elif route == "gram":  # in float64: the Gram entries are products of squares
         step = _block_size(8 * (2 * T * T + T * (n + m)), B)
         gg = np.empty((step, T, T))  # G[b,t] . G[b,s], reused by every block
         xx = np.empty((step, T, T))  # X[b,t] . X[b,s]
         for lo in range(0, B, step):
-            Gb = Gc[lo : lo + step].astype(np.float64, copy=False)
+            Gb = Gc[lo : lo + step].astype(np.float64, copy=False)  # a float64 block, not a copy of G
             Xb = Xc[lo : lo + step].astype(np.float64, copy=False)
             k = Gb.shape[0]
             np.matmul(Gb, Gb.transpose(0, 2, 1), out=gg[:k])
             np.matmul(Xb, Xb.transpose(0, 2, 1), out=xx[:k])
-            sq[lo : lo + k] = _row_dots(gg[:k].reshape(k, T * T), xx[:k].reshape(k, T * T))
+            sq[lo : lo + k] = _row_dots(gg[:k].reshape(k, T * T), xx[:k].reshape(k, T * T), 1)
         np.maximum(sq, 0.0, out=sq)  # round-off of a cancelling sum; NaN stays NaN
     else:
-        step = _block_size(n * m * dtype.itemsize, B)
-        gw = np.empty((step, n, m), dtype=dtype)  # one block of per-sample gradients
+        step = _block_size(n * m * Xc.dtype.itemsize, B)
+        gw = np.empty((step, n, m), dtype=Xc.dtype)  # one block of per-sample gradients
         for lo in range(0, B, step):
             Gb, Xb = Gc[lo : lo + step], Xc[lo : lo + step]
             k = Gb.shape[0]
             np.matmul(Gb.transpose(0, 2, 1), Xb, out=gw[:k])
             flat = gw[:k].reshape(k, n * m)
-            sq[lo : lo + k] = _row_dots(flat, flat)
+            sq[lo : lo + k] = _row_dots(flat, flat, 1)
     if bias:
         db = _bias_grads(Gc)
-        sq += _row_dots(db, db)
-    return np.sqrt(sq).astype(Xc.dtype)
+        sq += _row_dots(db, db, threads)
+    return sq
 
 
 # --- clipping ---------------------------------------------------------------------------------
@@ -343,8 +366,9 @@ def clip_and_sum(
     c_b = 1.  Returns (dW, norms) or (dW, db, norms); dW is (n, m) for "Wx" and (m, n)
     for "xW", norms the unclipped ||g_b||, shape (B,).
 
-    One norms pass (see per_sample_grad_norms) and one GEMM with the rows of the
-    narrower of G and X scaled by c_b (db is one GEMV): peak memory
+    One pass over G and X that forms the norms, the factors and the scaled copy of the
+    narrower of G and X (2-D: one kernel; 3-D: the norms of per_sample_grad_norms, then
+    the scaling), and one GEMM with that copy (db is one GEMV): peak memory
     O(B*T*(n + m) + n*m), no per-sample gradient is materialized.
     Non-finite samples follow the arithmetic of c_b * g_b (they are not dropped): a
     NaN norm gives c_b = NaN, which turns all of dW NaN; an infinite norm gives
@@ -354,22 +378,30 @@ def clip_and_sum(
     v.check_choice(convention, "convention", CONVENTIONS)
     clip = _check_max_norm(max_norm)
     bias = v.check_flag(bias, "bias")
-    v.n_threads_value(n_threads)  # validated only: the work is BLAS (see the module notes)
+    threads = v.n_threads_value(n_threads)
     _, _, Xc, Gc = _inputs(X, G)
     B, n, m = Xc.shape[0], Gc.shape[-1], Xc.shape[-1]
     scaled = Gc.shape[:-1] + (min(n, m),)
     parts = [((n, m), Xc.dtype), ((B,), Xc.dtype), (scaled, Xc.dtype)] + ([((n,), Xc.dtype)] if bias else [])
     check_output_bytes(parts, what="clip_and_sum", max_bytes=max_bytes, hint="")
-    norms = _grad_norms(Xc, Gc, bias)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        factor = np.minimum(1, clip / norms)  # norm 0 -> inf -> 1; NaN stays NaN
-    # c_b g_b = (c_b G[b]) (x) X[b] = G[b] (x) (c_b X[b]): scale the narrower of the two
-    per_row = factor.reshape(factor.shape + (1,) * (Gc.ndim - 1))
-    if Gc.shape[-1] <= Xc.shape[-1]:
-        dW = _weight_grad(Xc, Gc * per_row, convention)
-    else:
-        dW = _weight_grad(Xc * per_row, Gc, convention)
-    if not bias:
-        return dW, norms
-    db = _bias_grads(Gc).T @ factor  # sum_b c_b db_b
+    # non-finite inputs follow the arithmetic documented above, without warnings
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        # c_b g_b = (c_b G[b]) (x) X[b] = G[b] (x) (c_b X[b]): scale the narrower of the two
+        scale_G = n <= m
+        if Xc.ndim == 2:
+            a, b = (Gc, Xc) if scale_G else (Xc, Gc)
+            cb = np.empty_like(a)
+            norms64, factor = np.empty(B), np.empty(B)
+            shift = 1.0 if bias else 0.0  # ||g_b||^2 + ||db_b||^2 = ||G[b]||^2 (||X[b]||^2 + 1)
+            a_shift, b_shift = (0.0, shift) if scale_G else (shift, 0.0)
+            _rows_kernels.clip_rows(a, b, a_shift, b_shift, clip, cb, norms64, factor, threads)
+        else:
+            norms64 = np.sqrt(_grad_squared_norms(Xc, Gc, bias, None, threads))
+            factor = np.minimum(1, clip / norms64)  # norm 0 -> inf -> 1; NaN stays NaN
+            cb = (Gc if scale_G else Xc) * factor.astype(Xc.dtype)[:, None, None]
+        dW = _weight_grad(Xc, cb, convention) if scale_G else _weight_grad(cb, Gc, convention)
+        norms = norms64.astype(Xc.dtype)
+        if not bias:
+            return dW, norms
+        db = _bias_grads(Gc).T @ factor.astype(Xc.dtype)  # sum_b c_b db_b
     return dW, db, norms

@@ -20,6 +20,14 @@ def _data(ndim, dtype, B, T, n, m):
     return X, G
 
 
+def _short_or_long(ndim, dtype, T, B2):
+    """2-D: B2 samples, n=m=256 (only T=8 runs: T applies to 3-D inputs); 3-D: B=32,
+    n=m=128 with sequences of T steps."""
+    if ndim == 2 and T != 8:
+        raise NotImplementedError("T applies to 3-D inputs only")
+    return _data(2, dtype, B2, T, 256, 256) if ndim == 2 else _data(3, dtype, 32, T, 128, 128)
+
+
 class PerSampleGrads:
     """(B, n, m) per-sample gradients: 2-D B=256, n=m=128 (32 MiB in float64);
     3-D B=32, T=64, n=m=128."""
@@ -81,12 +89,7 @@ class PerSampleGradNorms:
     param_names = ["ndim", "dtype", "T"]
 
     def setup(self, ndim, dtype, T):
-        if ndim == 2 and T != 8:
-            raise NotImplementedError("T applies to 3-D inputs only")
-        if ndim == 2:
-            self.X, self.G = _data(2, dtype, 2048, T, 256, 256)
-        else:
-            self.X, self.G = _data(3, dtype, 32, T, 128, 128)
+        self.X, self.G = _short_or_long(ndim, dtype, T, 2048)
 
     def time_per_sample_grad_norms(self, ndim, dtype, T):
         md.per_sample_grad_norms(self.X, self.G)

@@ -1,1 +1,47 @@
-"""Compiled kernels (private). Python code outside matderiv never imports these."""
+"""Compiled kernels (private). Python code outside matderiv never imports these.
+
+Importing this package loads the OpenMP runtime, which reads its settings from the
+environment once, at load. Idle OpenMP threads spin-wait by default (libgomp: about
+300 000 spins; LLVM's libomp: 200 ms), which starves numpy's BLAS threads whenever a
+loop alternates matderiv's kernels with matrix products: each switch then stalls for a
+scheduler time slice (15-25x slower loops on 2 cores). Unless the user chose a policy
+(OMP_WAIT_POLICY, GOMP_SPINCOUNT or KMP_BLOCKTIME set), the runtime is loaded with
+OMP_WAIT_POLICY=PASSIVE and the environment is restored right after, so child processes
+and other libraries see it unchanged. WAIT_POLICY says what happened.
+"""
+import os
+import re
+
+_USER_VARS = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME")
+
+
+def loaded_runtimes():
+    """Paths of the OpenMP runtimes mapped into this process (Linux; empty elsewhere)."""
+    try:
+        with open("/proc/self/maps") as fh:
+            maps = fh.read()
+    except OSError:
+        return []
+    return sorted(set(re.findall(r"(/\S*/(?:libgomp|libiomp5|libomp)[^/\s]*\.so[^/\s]*)$", maps, re.M)))
+
+
+def _load():
+    """Import the kernels with the runtime configured; return how its wait policy was set."""
+    if any(name in os.environ for name in _USER_VARS):
+        from . import _openmp
+        return "set by the environment (" + ", ".join(
+            f"{name}={os.environ[name]}" for name in _USER_VARS if name in os.environ) + ")"
+    preloaded = loaded_runtimes()
+    os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+    try:
+        from . import _openmp
+    finally:
+        del os.environ["OMP_WAIT_POLICY"]
+    if not _openmp.have_openmp():
+        return "none (serial build)"
+    if preloaded and set(loaded_runtimes()) <= set(preloaded):  # ours was already there
+        return f"the runtime's default ({', '.join(preloaded)} was loaded before matderiv)"
+    return "PASSIVE (set by matderiv at load)"
+
+
+WAIT_POLICY = _load()

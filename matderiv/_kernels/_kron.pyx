@@ -12,7 +12,7 @@ otherwise off_mult = 1, stride = R (x^T (x) I).
 from cython.parallel cimport prange
 from libc.string cimport memset
 
-from ._types cimport numeric, index_t
+from ._types cimport MATDERIV_SERIAL_BELOW_BYTES, numeric, index_t
 
 
 def scatter_dense(
@@ -35,7 +35,8 @@ def scatter_dense(
         return
     cdef numeric *o0 = &out[0, 0]
     cdef const numeric *x0 = &x[0, 0]
-    for r in prange(rows, schedule="static", nogil=True, num_threads=n_threads):
+    cdef bint threaded = rows * C * <Py_ssize_t>sizeof(numeric) >= MATDERIV_SERIAL_BELOW_BYTES
+    for r in prange(rows, schedule="static", nogil=True, num_threads=n_threads, use_threads_if=threaded):
         s = r // R
         i = r - s * R
         o = o0 + r * C
@@ -74,9 +75,10 @@ def sparse_rows(
     cdef index_t *p0 = &indptr[0] if want_ptr else NULL
     cdef index_t *r0 = &row_of[0] if want_rows else NULL
     cdef const numeric *x0 = &x[0, 0] if x.shape[0] > 0 and K > 0 else NULL
+    cdef bint threaded = rows * K * <Py_ssize_t>(sizeof(numeric) + sizeof(index_t)) >= MATDERIV_SERIAL_BELOW_BYTES
     if want_ptr:
         p0[rows] = <index_t>(rows * K)
-    for r in prange(rows, schedule="static", nogil=True, num_threads=n_threads):
+    for r in prange(rows, schedule="static", nogil=True, num_threads=n_threads, use_threads_if=threaded):
         s = r // R
         i = r - s * R
         base = r * K
@@ -112,8 +114,9 @@ def sparse_cols(
     cdef index_t *r0 = &indices[0] if indices.shape[0] > 0 else NULL
     cdef index_t *p0 = &indptr[0]
     cdef const numeric *x0 = &x[0, 0] if S > 0 and K > 0 else NULL
+    cdef bint threaded = R * K * S * <Py_ssize_t>(sizeof(numeric) + sizeof(index_t)) >= MATDERIV_SERIAL_BELOW_BYTES
     p0[R * K] = <index_t>(R * K * S)
-    for o in prange(outer, schedule="static", nogil=True, num_threads=n_threads):
+    for o in prange(outer, schedule="static", nogil=True, num_threads=n_threads, use_threads_if=threaded):
         for q in range(inner):
             p0[o * inner + q] = <index_t>((o * inner + q) * S)
         for s in range(S):

@@ -1,7 +1,7 @@
 """Outer-product kernels: out[s] = outer(a[s], b[s]) for every sample s."""
 from cython.parallel cimport prange
 
-from ._types cimport numeric
+from ._types cimport MATDERIV_SERIAL_BELOW_BYTES, numeric
 
 
 def outer(
@@ -20,7 +20,8 @@ def outer(
     cdef numeric *o0 = &out[0, 0, 0]
     cdef const numeric *a0 = &a[0, 0]
     cdef const numeric *b0 = &b[0, 0]
-    for r in prange(S * P, schedule="static", nogil=True, num_threads=n_threads):
+    cdef bint threaded = S * P * Q * <Py_ssize_t>sizeof(numeric) >= MATDERIV_SERIAL_BELOW_BYTES
+    for r in prange(S * P, schedule="static", nogil=True, num_threads=n_threads, use_threads_if=threaded):
         s = r // P
         ai = a0[r]
         bs = b0 + s * Q

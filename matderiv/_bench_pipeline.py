@@ -1,0 +1,92 @@
+"""Pipeline rows of `python -m matderiv bench`: the settings users run matderiv in.
+
+* A loop that alternates matderiv's OpenMP kernels with BLAS calls (numpy's G.T @ X and
+  the BLAS-backed gradient functions), run in fresh interpreters: as matderiv loads the
+  OpenMP runtime by default, under OMP_WAIT_POLICY=PASSIVE set by the user (the budget:
+  within 1.2x of it), and under ACTIVE (spinning idle threads, the runtime's own
+  default before matderiv chose PASSIVE). Once on one Python thread, once on 8.
+* Misaligned inputs (a buffer read at an offset) against the same data aligned.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+
+from . import gradients
+from ._bench import Row, best_time
+
+_LOOP = r"""
+import sys, time
+from concurrent.futures import ThreadPoolExecutor
+import numpy as np, matderiv as md
+steps, workers = int(sys.argv[1]), int(sys.argv[2])
+rng = np.random.default_rng(0)
+J = md.jacobian_wx(rng.standard_normal(64), 64)
+X, G = rng.standard_normal((128, 64)), rng.standard_normal((128, 32))
+X3, G3 = rng.standard_normal((16, 8, 64)), rng.standard_normal((16, 8, 32))
+def step(_=None):
+    J.toarray(); J.tosparse(); md.per_sample_grads(X, G)
+    md.clip_and_sum(X3, G3, 1.0); md.per_sample_grad_norms(X3, G3); G.T @ X
+step()
+t0 = time.perf_counter()
+if workers == 1:
+    for _ in range(steps):
+        step()
+else:
+    with ThreadPoolExecutor(workers) as pool:
+        list(pool.map(step, range(steps)))
+print(time.perf_counter() - t0)
+"""
+
+_WAIT_VARS = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME")
+
+
+def _loop_time(steps: int, workers: int, policy: str | None, repeat: int) -> float:
+    """Best of `repeat` fresh interpreters running the mixed loop; policy None: as shipped."""
+    env = {k: val for k, val in os.environ.items() if k not in _WAIT_VARS}
+    if policy is not None:
+        env["OMP_WAIT_POLICY"] = policy
+    runs = []
+    for _ in range(repeat):
+        res = subprocess.run([sys.executable, "-c", _LOOP, str(steps), str(workers)],
+                             env=env, capture_output=True, text=True, check=True)
+        runs.append(float(res.stdout.split()[-1]))
+    return min(runs)
+
+
+def _mixed_loop(steps: int, workers: int, repeat: int) -> Row:
+    refs = {
+        "same loop, OMP_WAIT_POLICY=PASSIVE": _loop_time(steps, workers, "PASSIVE", repeat),
+        "same loop, OMP_WAIT_POLICY=ACTIVE": _loop_time(steps, workers, "ACTIVE", repeat),
+    }
+    ours = _loop_time(steps, workers, None, repeat)
+    who = "1 thread" if workers == 1 else f"{workers} Python threads"
+    return Row(f"mixed kernel/BLAS loop, {steps} steps x 6 calls, {who}", ours, None, refs)
+
+
+def _misaligned(B: int, n: int, repeat: int) -> list[Row]:
+    """batch_grad and per_sample_grad_norms on float32 inputs that start 1 byte off."""
+    rng = np.random.default_rng(0)
+    rows = []
+    aligned = [rng.standard_normal((B, k)).astype(np.float32) for k in (n, n)]
+    odd = []
+    for a in aligned:
+        buf = np.empty(a.nbytes + 1, dtype=np.uint8)
+        arr = np.frombuffer(buf.data, dtype=np.float32, count=a.size, offset=1).reshape(a.shape)
+        arr[...] = a
+        odd.append(arr)
+    for name in ("batch_grad", "per_sample_grad_norms"):
+        fn = getattr(gradients, name)
+        ref = best_time(lambda: fn(*aligned), repeat)
+        ours = best_time(lambda: fn(*odd), repeat)
+        rows.append(Row(f"{name} float32 B={B} n=m={n}, inputs 1 byte off", ours, None, {"the same, aligned": ref}))
+    return rows
+
+
+def pipeline_rows(quick: bool) -> list[Row]:
+    steps, repeat = (50, 1) if quick else (200, 3)
+    B = 2**16 if quick else 2**20
+    return [_mixed_loop(steps, 1, repeat), _mixed_loop(steps, 8, repeat)] + _misaligned(B, 64, 3 if quick else 5)

@@ -1,0 +1,194 @@
+"""Row-wise reductions of float32 or float64 arrays, accumulated in float64 (no
+float64 copy of the inputs), and the per-sample scaling that clipping needs."""
+from cython cimport floating
+from cython.parallel cimport prange
+from libc.math cimport sqrt
+
+from ._types cimport MATDERIV_SERIAL_BELOW_BYTES
+
+
+cdef inline double _dot(const floating *a, const floating *b, Py_ssize_t K) noexcept nogil:
+    """sum_k a[k] * b[k] in double, eight independent accumulators (no latency chain;
+    the compiler packs them into vector registers)."""
+    cdef double s0 = 0, s1 = 0, s2 = 0, s3 = 0, s4 = 0, s5 = 0, s6 = 0, s7 = 0
+    cdef Py_ssize_t k = 0
+    while k + 8 <= K:
+        s0 += <double>a[k] * <double>b[k]
+        s1 += <double>a[k + 1] * <double>b[k + 1]
+        s2 += <double>a[k + 2] * <double>b[k + 2]
+        s3 += <double>a[k + 3] * <double>b[k + 3]
+        s4 += <double>a[k + 4] * <double>b[k + 4]
+        s5 += <double>a[k + 5] * <double>b[k + 5]
+        s6 += <double>a[k + 6] * <double>b[k + 6]
+        s7 += <double>a[k + 7] * <double>b[k + 7]
+        k += 8
+    while k < K:
+        s0 += <double>a[k] * <double>b[k]
+        k += 1
+    return ((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7))
+
+
+cdef inline double _sumsq(const floating *a, Py_ssize_t K) noexcept nogil:
+    """sum_k a[k]^2 in double: _dot(a, a, K) with one load and one conversion per entry."""
+    cdef double s0 = 0, s1 = 0, s2 = 0, s3 = 0, s4 = 0, s5 = 0, s6 = 0, s7 = 0, x
+    cdef Py_ssize_t k = 0
+    while k + 8 <= K:
+        x = a[k]
+        s0 += x * x
+        x = a[k + 1]
+        s1 += x * x
+        x = a[k + 2]
+        s2 += x * x
+        x = a[k + 3]
+        s3 += x * x
+        x = a[k + 4]
+        s4 += x * x
+        x = a[k + 5]
+        s5 += x * x
+        x = a[k + 6]
+        s6 += x * x
+        x = a[k + 7]
+        s7 += x * x
+        k += 8
+    while k < K:
+        x = a[k]
+        s0 += x * x
+        k += 1
+    return ((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7))
+
+
+cdef inline double _outer_norm(
+    const floating *a, const floating *b, Py_ssize_t P, Py_ssize_t Q, double a_shift, double b_shift
+) noexcept nogil:
+    """||outer(a, b)|| with shifted squared norms, sqrt(||a||^2 + a_shift) sqrt(||b||^2 + b_shift)
+    (a product of square roots: it overflows only where the norm itself does)."""
+    return sqrt(_sumsq(a, P) + a_shift) * sqrt(_sumsq(b, Q) + b_shift)
+
+
+def row_dots(
+    const floating[:, ::1] a,   # IN  (S, K)
+    const floating[:, ::1] b,   # IN  (S, K)
+    double[::1] out,            # OUT (S,): out[s] = sum_k a[s, k] * b[s, k]
+    int n_threads,
+):
+    """Row-wise dot products in float64."""
+    cdef Py_ssize_t S = a.shape[0], K = a.shape[1], s
+    if S == 0:
+        return
+    if K == 0:
+        out[:] = 0
+        return
+    cdef const floating *a0 = &a[0, 0]
+    cdef const floating *b0 = &b[0, 0]
+    cdef double *o = &out[0]
+    cdef bint threaded = 2 * S * K * <Py_ssize_t>sizeof(floating) >= MATDERIV_SERIAL_BELOW_BYTES
+    if a0 == b0:  # squared norms
+        for s in prange(S, schedule="static", nogil=True, num_threads=n_threads, use_threads_if=threaded):
+            o[s] = _sumsq(a0 + s * K, K)
+    else:
+        for s in prange(S, schedule="static", nogil=True, num_threads=n_threads, use_threads_if=threaded):
+            o[s] = _dot(a0 + s * K, b0 + s * K, K)
+
+
+def gram_sq(
+    const floating[:, :, ::1] a,   # IN  (S, T, P)
+    const floating[:, :, ::1] b,   # IN  (S, T, Q)
+    double[::1] out,               # OUT (S,): sum_{t,u} <a[s,t], a[s,u]> <b[s,t], b[s,u]>
+    int n_threads,
+):
+    """||sum_t outer(a[s, t], b[s, t])||^2 by the Gram identity, in float64: the
+    symmetric T x T double sum as its diagonal plus twice its upper triangle,
+    T (T + 1) / 2 (P + Q) multiply-adds per sample, no temporaries."""
+    cdef Py_ssize_t S = a.shape[0], T = a.shape[1], P = a.shape[2], Q = b.shape[2], s, t, u
+    cdef double diag, upper
+    cdef const floating *ar
+    cdef const floating *br
+    if S == 0:
+        return
+    if T == 0:
+        out[:] = 0
+        return
+    cdef const floating *a0 = &a[0, 0, 0] if P else NULL
+    cdef const floating *b0 = &b[0, 0, 0] if Q else NULL
+    cdef double *o = &out[0]
+    if a0 == NULL or b0 == NULL:
+        out[:] = 0
+        return
+    cdef bint threaded = S * T * (P + Q) * <Py_ssize_t>sizeof(floating) >= MATDERIV_SERIAL_BELOW_BYTES
+    for s in prange(S, schedule="static", nogil=True, num_threads=n_threads, use_threads_if=threaded):
+        ar = a0 + s * T * P
+        br = b0 + s * T * Q
+        diag = 0
+        upper = 0
+        for t in range(T):
+            diag = diag + _sumsq(ar + t * P, P) * _sumsq(br + t * Q, Q)
+            for u in range(t + 1, T):
+                upper = upper + _dot(ar + t * P, ar + u * P, P) * _dot(br + t * Q, br + u * Q, Q)
+        o[s] = diag + 2 * upper
+
+
+def outer_norms(
+    const floating[:, ::1] a,   # IN  (S, P)
+    const floating[:, ::1] b,   # IN  (S, Q)
+    double a_shift,             # IN  added to ||a[s]||^2
+    double b_shift,             # IN  added to ||b[s]||^2 (1 for a bias: ||db||^2 = ||G[s]||^2)
+    floating[::1] out,          # OUT (S,): sqrt(||a[s]||^2 + a_shift) sqrt(||b[s]||^2 + b_shift)
+    int n_threads,
+):
+    """Norms of the row outer products, accumulated in float64, written in the inputs'
+    dtype (one output array, no float64 temporaries)."""
+    cdef Py_ssize_t S = a.shape[0], P = a.shape[1], Q = b.shape[1], s
+    if S == 0:
+        return
+    cdef const floating *a0 = &a[0, 0] if P else NULL
+    cdef const floating *b0 = &b[0, 0] if Q else NULL
+    cdef floating *o = &out[0]
+    cdef bint threaded = S * (P + Q) * <Py_ssize_t>sizeof(floating) >= MATDERIV_SERIAL_BELOW_BYTES
+    for s in prange(S, schedule="static", nogil=True, num_threads=n_threads, use_threads_if=threaded):
+        o[s] = <floating>_outer_norm(a0 + s * P, b0 + s * Q, P, Q, a_shift, b_shift)
+
+
+def clip_rows(
+    const floating[:, ::1] a,   # IN  (S, P): the operand that is scaled
+    const floating[:, ::1] b,   # IN  (S, Q): the other operand
+    double a_shift,             # IN  added to ||a[s]||^2 (1 for a bias: ||db||^2 = ||G[s]||^2)
+    double b_shift,             # IN  added to ||b[s]||^2
+    double max_norm,            # IN  positive, finite
+    floating[:, ::1] scaled,    # OUT (S, P): c[s] * a[s]
+    double[::1] norms,          # OUT (S,): sqrt((||a[s]||^2 + a_shift) (||b[s]||^2 + b_shift))
+    double[::1] factor,         # OUT (S,): c[s] = min(1, max_norm / norms[s]); 1 for a zero norm
+    int n_threads,
+):
+    """One pass over the rows of a and b: the norm of the outer product a[s] (x) b[s]
+    (with the shifts), its clipping factor, and the scaled row.  NaN norms give NaN
+    factors (NaN rows), infinite norms factor 0."""
+    cdef Py_ssize_t S = a.shape[0], P = a.shape[1], Q = b.shape[1], s, k
+    cdef double nrm, c
+    cdef const floating *ar
+    cdef floating *sr
+    cdef floating cf
+    if S == 0:
+        return
+    cdef const floating *a0 = &a[0, 0] if P else NULL
+    cdef const floating *b0 = &b[0, 0] if Q else NULL
+    cdef floating *s0 = &scaled[0, 0] if P else NULL
+    cdef double *no = &norms[0]
+    cdef double *fo = &factor[0]
+    cdef bint threaded = S * (2 * P + Q) * <Py_ssize_t>sizeof(floating) >= MATDERIV_SERIAL_BELOW_BYTES
+    for s in prange(S, schedule="static", nogil=True, num_threads=n_threads, use_threads_if=threaded):
+        ar = a0 + s * P
+        nrm = _outer_norm(ar, b0 + s * Q, P, Q, a_shift, b_shift)
+        no[s] = nrm
+        if nrm == 0:
+            c = 1.0
+        elif nrm != nrm:
+            c = nrm
+        elif max_norm < nrm:
+            c = max_norm / nrm
+        else:
+            c = 1.0
+        fo[s] = c
+        cf = <floating>c
+        sr = s0 + s * P
+        for k in range(P):
+            sr[k] = cf * ar[k]
