@@ -251,6 +251,19 @@ def test_numpy_inputs_take_the_in_memory_path(monkeypatch):
     assert type(md.clip_and_sum(X.tolist(), G, 1.0)[0]) is np.ndarray
 
 
+def test_core_never_imports_dask():
+    import subprocess
+    from pathlib import Path
+
+    code = (
+        "import sys, numpy as np, matderiv as md\n"
+        "md.clip_and_sum(np.ones((3, 2)), np.ones((3, 4)), 1.0)\n"
+        "assert not [m for m in sys.modules if m.split('.')[0] in ('dask', 'distributed', 'threadpoolctl')]\n"
+    )
+    root = Path(__file__).resolve().parent.parent
+    subprocess.run([sys.executable, "-c", code], cwd=root, check=True, timeout=60)
+
+
 # --- threads in tasks ----------------------------------------------------------------------
 def _blas_threads():
     return [lib["num_threads"] for lib in threadpoolctl.threadpool_info() if lib["user_api"] == "blas"]
