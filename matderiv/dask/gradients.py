@@ -20,7 +20,7 @@ import numpy as np
 from .. import _validation as v
 from .. import gradients as mem
 from .._memory import check_output_bytes
-from ._graph import Chunks, check_lazy_out, inputs, sum_partials
+from ._graph import Chunks, check_lazy_out, inputs, per_sample_map, sum_partials
 
 __all__ = ["batch_grad", "clip_and_sum", "per_sample_grad_norms", "per_sample_grads"]
 
@@ -51,11 +51,13 @@ def per_sample_grads(
     Xd, Gd, dtype = inputs(X, G)
     check_lazy_out(out)
     _check_max_bytes(max_bytes, "per_sample_grads")
-    chunks = Chunks(mem.per_sample_grads, Xd, Gd, convention=convention, bias=bias,
-                    max_bytes=max_bytes, n_threads=n_threads)
+    kwargs = {"convention": convention, "bias": bias, "max_bytes": max_bytes, "n_threads": n_threads}
     n, m = Gd.shape[-1], Xd.shape[-1]
-    dW = chunks.per_sample(0, mem._W_shape(n, m, convention), dtype)
-    return (dW, chunks.per_sample(1, (n,), dtype)) if bias else dW
+    shape = mem._W_shape(n, m, convention)
+    if not bias:
+        return per_sample_map(mem.per_sample_grads, Xd, Gd, shape, dtype, **kwargs)
+    chunks = Chunks(mem.per_sample_grads, Xd, Gd, **kwargs)
+    return chunks.per_sample(0, shape, dtype), chunks.per_sample(1, (n,), dtype)
 
 
 def batch_grad(
@@ -82,7 +84,7 @@ def per_sample_grad_norms(X: Any, G: Any, *, bias: bool = False, n_threads: int 
     bias = v.check_flag(bias, "bias")
     v.n_threads_value(n_threads)
     Xd, Gd, dtype = inputs(X, G)
-    return Chunks(mem.per_sample_grad_norms, Xd, Gd, bias=bias, n_threads=n_threads).per_sample(0, (), dtype)
+    return per_sample_map(mem.per_sample_grad_norms, Xd, Gd, (), dtype, bias=bias, n_threads=n_threads)
 
 
 def clip_and_sum(
