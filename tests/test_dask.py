@@ -328,10 +328,11 @@ def test_pairs_of_chunks(rng, ndim):
 
 
 # --- dask.distributed ----------------------------------------------------------------------
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def cluster_client():
     """A LocalCluster of 2 single-threaded worker processes (spawned), started once for
-    the test run; the thread variables its start sets in this process are restored."""
+    the test run (only this module uses it; it is gone before the next module runs);
+    the thread variables its start sets in this process are restored."""
     pytest.importorskip("distributed")
     from matderiv._bench_dask import local_cluster
 
