@@ -115,6 +115,12 @@ def bench(quick: bool = False, file: TextIO = sys.stdout) -> None:
     print("speedup = reference time / matderiv time; /floor = matderiv time / write-once floor\n", file=file)
     rows = jacobian_rows(quick) + kronecker_rows(quick) + gradient_rows(quick)
     rows += statistics_rows(quick) + pipeline_rows(quick)
+    try:
+        from ._bench_dask import dask_rows
+    except ImportError:  # the dask extra is not installed
+        pass
+    else:
+        rows += dask_rows(quick)
     print_table(rows, file)
 
 

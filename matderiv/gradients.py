@@ -26,6 +26,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from . import _validation as v
+from ._dispatch import dask_aware
 from ._kernels import _outer, _rows as _rows_kernels
 from ._memory import check_output_bytes
 
@@ -99,6 +100,7 @@ def per_sample_grads(
     X: ArrayLike, G: ArrayLike, *, convention: str = ..., bias: Literal[True],
     out: np.ndarray | None = ..., max_bytes: int | None = ..., n_threads: int | None = ...,
 ) -> tuple[np.ndarray, np.ndarray]: ...
+@dask_aware
 def per_sample_grads(
     X: ArrayLike,
     G: ArrayLike,
@@ -168,6 +170,7 @@ def batch_grad(
     X: ArrayLike, G: ArrayLike, *, convention: str = ..., reduce: str = ..., bias: Literal[True],
     max_bytes: int | None = ...,
 ) -> tuple[np.ndarray, np.ndarray]: ...
+@dask_aware
 def batch_grad(
     X: ArrayLike,
     G: ArrayLike,
@@ -221,6 +224,7 @@ def _weight_grad(Xc: np.ndarray, Gc: np.ndarray, convention: str) -> np.ndarray:
 
 
 # --- norms -----------------------------------------------------------------------------------
+@dask_aware
 def per_sample_grad_norms(
     X: ArrayLike,
     G: ArrayLike,
@@ -342,6 +346,7 @@ def clip_and_sum(
     X: ArrayLike, G: ArrayLike, max_norm: float, *, convention: str = ...,
     bias: Literal[True], max_bytes: int | None = ..., n_threads: int | None = ...,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]: ...
+@dask_aware
 def clip_and_sum(
     X: ArrayLike,
     G: ArrayLike,

@@ -1,0 +1,24 @@
+"""The batched gradient functions on dask arrays chunked along the batch axis B.
+
+    import dask.array as da
+    X = da.random.standard_normal((2**22, 64), chunks=(2**16, 64))
+    dW, norms = matderiv.dask.clip_and_sum(X, G, 1.0)     # lazy; .compute() runs it
+
+Same names, arguments, conventions and errors as the in-memory functions (which the
+top-level names call for dask inputs); every task runs the in-memory function on one
+chunk pair.  Results are lazy dask arrays: per-sample results keep X's chunks along B,
+reductions are one pass with a tree of small partials and come as one chunk.  Needs
+the optional dependencies: pip install matderiv[dask].
+"""
+try:
+    import dask.array  # noqa: F401
+    import threadpoolctl  # noqa: F401
+except ImportError as exc:
+    raise ImportError(
+        f"matderiv.dask needs the optional dependencies dask[array] and threadpoolctl ({exc}); "
+        "install them with: pip install matderiv[dask]"
+    ) from exc
+
+from .gradients import batch_grad, clip_and_sum, per_sample_grad_norms, per_sample_grads
+
+__all__ = ["batch_grad", "clip_and_sum", "per_sample_grad_norms", "per_sample_grads"]

@@ -1,0 +1,109 @@
+"""per_sample_grads, batch_grad, per_sample_grad_norms and clip_and_sum on dask arrays.
+
+The formulas, arguments and errors are those of matderiv.gradients, whose functions
+run on every chunk pair (X_k, G_k).  Decisions for lazy results:
+
+* out= is refused (TypeError): a lazy result has no array to write into.
+* max_bytes= is checked now and bounds each task's allocation when computed.
+* n_threads= is checked now and passed to every task; None means one thread per task
+  in dask's worker threads (they already fill the cores) and the in-memory default
+  under the synchronous scheduler.  BLAS runs on one thread in worker threads too.
+"""
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import dask.array as da
+import numpy as np
+
+from .. import _validation as v
+from .. import gradients as mem
+from .._memory import check_output_bytes
+from ._graph import Chunks, check_lazy_out, inputs, per_sample_map, sum_partials
+
+__all__ = ["batch_grad", "clip_and_sum", "per_sample_grad_norms", "per_sample_grads"]
+
+
+def _check_max_bytes(max_bytes: int | None, what: str) -> None:
+    check_output_bytes([], what=what, max_bytes=max_bytes, hint="")  # type and sign only
+
+
+def _same(parts: tuple[np.ndarray, ...]) -> tuple[np.ndarray, ...]:
+    return parts
+
+
+def _mean(count: int, parts: tuple[np.ndarray, ...]) -> tuple[np.ndarray, ...]:
+    """The sums divided by the number of samples (0/0 = NaN for an empty batch)."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return tuple(np.divide(p, count) for p in parts)
+
+
+def per_sample_grads(
+    X: Any, G: Any, *, convention: str = "Wx", bias: bool = False, out: None = None,
+    max_bytes: int | None = None, n_threads: int | None = None,
+) -> da.Array | tuple[da.Array, da.Array]:
+    """Lazy matderiv.per_sample_grads: (B, n, m) ("Wx") or (B, m, n) ("xW") with X's
+    chunks along B; bias=True gives (dW, db), db (B, n)."""
+    v.check_choice(convention, "convention", mem.CONVENTIONS)
+    bias = v.check_flag(bias, "bias")
+    v.n_threads_value(n_threads)
+    Xd, Gd, dtype = inputs(X, G)
+    check_lazy_out(out)
+    _check_max_bytes(max_bytes, "per_sample_grads")
+    kwargs = {"convention": convention, "bias": bias, "max_bytes": max_bytes, "n_threads": n_threads}
+    n, m = Gd.shape[-1], Xd.shape[-1]
+    shape = mem._W_shape(n, m, convention)
+    if not bias:
+        return per_sample_map(mem.per_sample_grads, Xd, Gd, shape, dtype, **kwargs)
+    chunks = Chunks(mem.per_sample_grads, Xd, Gd, **kwargs)
+    return chunks.per_sample(0, shape, dtype), chunks.per_sample(1, (n,), dtype)
+
+
+def batch_grad(
+    X: Any, G: Any, *, convention: str = "Wx", reduce: str = "sum", bias: bool = False,
+    max_bytes: int | None = None,
+) -> da.Array | tuple[da.Array, da.Array]:
+    """Lazy matderiv.batch_grad: one batch_grad per chunk, summed by a tree reduction
+    (divided by B at the end for reduce="mean"); one-chunk results."""
+    v.check_choice(convention, "convention", mem.CONVENTIONS)
+    v.check_choice(reduce, "reduce", mem.REDUCTIONS)
+    bias = v.check_flag(bias, "bias")
+    Xd, Gd, dtype = inputs(X, G)
+    _check_max_bytes(max_bytes, "batch_grad")
+    chunks = Chunks(mem.batch_grad, Xd, Gd, convention=convention, bias=bias, max_bytes=max_bytes)
+    n, m = Gd.shape[-1], Xd.shape[-1]
+    outputs = [(mem._W_shape(n, m, convention), dtype)] + ([((n,), dtype)] if bias else [])
+    finalize = functools.partial(_mean, Xd.shape[0]) if reduce == "mean" else _same
+    result = chunks.reduction(range(len(outputs)), sum_partials, finalize, outputs)
+    return result if bias else result[0]
+
+
+def per_sample_grad_norms(X: Any, G: Any, *, bias: bool = False, n_threads: int | None = None) -> da.Array:
+    """Lazy matderiv.per_sample_grad_norms: (B,) with X's chunks along B."""
+    bias = v.check_flag(bias, "bias")
+    v.n_threads_value(n_threads)
+    Xd, Gd, dtype = inputs(X, G)
+    return per_sample_map(mem.per_sample_grad_norms, Xd, Gd, (), dtype, bias=bias, n_threads=n_threads)
+
+
+def clip_and_sum(
+    X: Any, G: Any, max_norm: float, *, convention: str = "Wx", bias: bool = False,
+    max_bytes: int | None = None, n_threads: int | None = None,
+) -> tuple[da.Array, da.Array] | tuple[da.Array, da.Array, da.Array]:
+    """Lazy matderiv.clip_and_sum: each task clips and sums its chunk (the factor
+    min(1, max_norm/||g_b||) depends on sample b alone, so this is exact) and returns
+    its norms; the partial sums meet in a tree reduction.  (dW, norms) or
+    (dW, db, norms); norms keep X's chunks along B."""
+    v.check_choice(convention, "convention", mem.CONVENTIONS)
+    clip = mem._check_max_norm(max_norm)
+    bias = v.check_flag(bias, "bias")
+    v.n_threads_value(n_threads)
+    Xd, Gd, dtype = inputs(X, G)
+    _check_max_bytes(max_bytes, "clip_and_sum")
+    chunks = Chunks(mem.clip_and_sum, Xd, Gd, max_norm=clip, convention=convention, bias=bias,
+                    max_bytes=max_bytes, n_threads=n_threads)
+    n, m = Gd.shape[-1], Xd.shape[-1]
+    outputs = [(mem._W_shape(n, m, convention), dtype)] + ([((n,), dtype)] if bias else [])
+    sums = chunks.reduction(range(len(outputs)), sum_partials, _same, outputs)
+    return sums + (chunks.per_sample(len(outputs), (), dtype),)

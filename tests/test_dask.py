@@ -1,0 +1,410 @@
+"""matderiv.dask and the dispatch from md.<function>: every result against the in-memory
+function on the same data (itself tested against einsum references in test_gradients),
+on the threaded scheduler and on a LocalCluster of two worker processes."""
+from __future__ import annotations
+
+import concurrent.futures
+import os
+import re
+import sys
+
+import numpy as np
+import pytest
+
+import matderiv as md
+from matderiv import gradients as mem
+
+from conftest import CONVENTIONS, assert_close
+
+da = pytest.importorskip("dask.array")
+dask = pytest.importorskip("dask")
+threadpoolctl = pytest.importorskip("threadpoolctl")
+
+from matderiv.dask import _graph  # noqa: E402
+
+FUNCS = ["per_sample_grads", "batch_grad", "per_sample_grad_norms", "clip_and_sum"]
+B, T, M, N = 20, 3, 5, 4
+
+#: How X and G are chunked: (X's chunks along B or None for numpy, G's likewise),
+#: plus whether the non-batch axes of X are split too.
+CHUNKINGS = {
+    "uneven": ((6, 0, 9, 5), (6, 0, 9, 5), False),
+    "one chunk": ((B,), (B,), False),
+    "many chunks": ((1,) * B, (1,) * B, False),  # 20 partials: a tree of two levels
+    "mismatched": ((8, 8, 4), (5, 10, 5), False),
+    "non-batch axes": ((10, 10), (7, 13), True),
+    "numpy G": ((7, 7, 6), None, False),
+    "numpy X": (None, (12, 8), False),
+}
+
+
+def _data(rng, ndim, dtype, b=B):
+    lead = (b,) if ndim == 2 else (b, T)
+    X, G = rng.standard_normal(lead + (M,)), rng.standard_normal(lead + (N,))
+    if np.dtype(dtype).kind == "i":
+        return np.round(3 * X).astype(dtype), np.round(3 * G).astype(dtype)
+    return X.astype(dtype), G.astype(dtype)
+
+
+def _chunked(A, rows, split_inner):
+    if rows is None:
+        return A
+    inner = tuple((max(1, d // 2) if split_inner else d) for d in A.shape[1:])
+    return da.from_array(A, chunks=(rows,) + inner)
+
+
+def _call(name, X, G, convention, bias, **kw):
+    fn = getattr(md, name)
+    if name == "per_sample_grad_norms":
+        return fn(X, G, bias=bias, **kw)
+    if name == "clip_and_sum":
+        return fn(X, G, 0.8, convention=convention, bias=bias, **kw)
+    return fn(X, G, convention=convention, bias=bias, **kw)
+
+
+def _check_against_memory(name, X, G, Xd, Gd, convention, bias, scheduler="threads"):
+    expected = _call(name, X, G, convention, bias)
+    lazy = _call(name, Xd, Gd, convention, bias)
+    expected = expected if isinstance(expected, tuple) else (expected,)
+    lazy = lazy if isinstance(lazy, tuple) else (lazy,)
+    assert len(lazy) == len(expected)
+    assert all(isinstance(r, da.Array) for r in lazy)
+    rows = (Xd if isinstance(Xd, da.Array) else Gd).chunks[0]
+    computed = dask.compute(*lazy, scheduler=scheduler)
+    for r, got, want in zip(lazy, computed, expected):
+        assert r.shape == want.shape and r.dtype == want.dtype and got.dtype == want.dtype
+        if r.shape[:1] == (X.shape[0],) and name in ("per_sample_grads", "per_sample_grad_norms") or (
+            name == "clip_and_sum" and r is lazy[-1]
+        ):
+            assert r.chunks == (rows,) + tuple((d,) for d in want.shape[1:])  # X's chunks along B
+        else:
+            assert r.chunks == tuple((d,) for d in want.shape)  # one chunk
+        assert_close(got, want, want.dtype)
+
+
+@pytest.mark.parametrize("name", FUNCS)
+@pytest.mark.parametrize("chunking", CHUNKINGS)
+@pytest.mark.parametrize("ndim", [2, 3])
+def test_equals_in_memory(rng, name, chunking, ndim):
+    x_rows, g_rows, inner = CHUNKINGS[chunking]
+    X, G = _data(rng, ndim, np.float64)
+    Xd, Gd = _chunked(X, x_rows, inner), _chunked(G, g_rows, inner)
+    for convention in CONVENTIONS:
+        for bias in (False, True):
+            _check_against_memory(name, X, G, Xd, Gd, convention, bias)
+
+
+@pytest.mark.parametrize("name", FUNCS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int64])
+@pytest.mark.parametrize("ndim", [2, 3])
+def test_dtypes(rng, name, dtype, ndim):
+    X, G = _data(rng, ndim, dtype)
+    _check_against_memory(name, X, G, da.from_array(X, chunks=7), da.from_array(G, chunks=7), "xW", True)
+
+
+def test_mixed_dtypes_promote(rng):
+    X, G = _data(rng, 2, np.float32)
+    G = G.astype(np.float64)
+    _check_against_memory("clip_and_sum", X, G, da.from_array(X, chunks=6), G, "Wx", True)
+
+
+@pytest.mark.parametrize("name", FUNCS)
+@pytest.mark.parametrize("ndim", [2, 3])
+def test_empty_batch(rng, name, ndim):
+    X, G = _data(rng, ndim, np.float64, b=0)
+    for convention in CONVENTIONS:
+        _check_against_memory(name, X, G, da.from_array(X), da.from_array(G), convention, True)
+
+
+def test_batch_grad_mean_of_empty_batch_is_nan():
+    dW = md.batch_grad(da.zeros((0, 3), chunks=4), da.zeros((0, 2), chunks=4), reduce="mean").compute()
+    assert dW.shape == (2, 3) and np.isnan(dW).all()
+
+
+@pytest.mark.parametrize("reduce", ["sum", "mean"])
+def test_batch_grad_reduce(rng, reduce):
+    X, G = _data(rng, 3, np.float64)
+    for bias in (False, True):
+        want = md.batch_grad(X, G, reduce=reduce, bias=bias)
+        got = dask.compute(md.batch_grad(da.from_array(X, chunks=3), G, reduce=reduce, bias=bias))[0]
+        for g, w in zip(got if bias else (got,), want if bias else (want,)):
+            assert_close(g, w, np.float64)
+
+
+def test_sum_and_mean_are_different_graphs(rng):
+    """Same chunk tasks, different finalize: the two results must not share a name."""
+    X, G = _data(rng, 2, np.float64)
+    Xd = da.from_array(X, chunks=5)
+    total, mean = dask.compute(md.batch_grad(Xd, G), md.batch_grad(Xd, G, reduce="mean"))
+    assert_close(total, md.batch_grad(X, G), np.float64)
+    assert_close(mean, md.batch_grad(X, G, reduce="mean"), np.float64)
+
+
+def test_nothing_computed_until_compute(rng):
+    X, G = _data(rng, 2, np.float64)
+    Xd, Gd = da.from_array(X, chunks=(6, 5)), da.from_array(G, chunks=(4, 2))  # rechunks too
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("something was computed while building the graph")
+
+    with dask.config.set(scheduler=refuse):
+        results = [md.per_sample_grads(Xd, Gd, bias=True), md.batch_grad(Xd, Gd, reduce="mean"),
+                   md.per_sample_grad_norms(Xd, Gd), md.clip_and_sum(Xd, Gd, 1.0, bias=True)]
+    assert_close(results[3][0].compute(scheduler="threads"), md.clip_and_sum(X, G, 1.0, bias=True)[0], np.float64)
+
+
+def test_one_pass_per_chunk(rng, monkeypatch):
+    """clip_and_sum's sums and norms come from the same tasks: computing both calls the
+    in-memory function once per chunk."""
+    calls = []
+    in_memory = mem.clip_and_sum
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return in_memory(*args, **kwargs)
+
+    monkeypatch.setattr(mem, "clip_and_sum", counted)
+    X, G = _data(rng, 2, np.float64)
+    Xd = da.from_array(X, chunks=5)
+    dW, norms = dask.compute(*md.clip_and_sum(Xd, G, 1.0), scheduler="sync")
+    assert len(calls) == Xd.numblocks[0]
+    assert_close(dW, in_memory(X, G, 1.0)[0], np.float64)
+
+
+def test_per_chunk_allocation_bound(rng):
+    X, G = _data(rng, 2, np.float64)
+    lazy = md.per_sample_grads(da.from_array(X, chunks=10), G, max_bytes=100)
+    with pytest.raises(md.OutputTooLargeError, match="per_sample_grads"):
+        lazy.compute(scheduler="sync")
+
+
+# --- errors -------------------------------------------------------------------------------
+_X, _G = np.ones((6, 3)), np.ones((6, 2))
+BAD = {
+    "1-D X": (np.ones(6), _G, {}),
+    "complex X": (_X.astype(complex), _G, {}),
+    "object G": (_X, _G.astype(object), {}),
+    "batch sizes": (_X, np.ones((5, 2)), {}),
+    "2-D and 3-D": (_X, np.ones((6, 2, 2)), {}),
+    "sequence lengths": (np.ones((6, 3, 3)), np.ones((6, 4, 2)), {}),
+    "convention": (_X, _G, {"convention": "WX"}),
+    "bias": (_X, _G, {"bias": 1}),
+    "n_threads": (_X, _G, {"n_threads": 0}),
+    "reduce": (_X, _G, {"reduce": "max"}),
+    "max_bytes": (_X, _G, {"max_bytes": -1}),
+    "max_norm": (_X, _G, {"max_norm": -1.0}),
+    "max_norm type": (_X, _G, {"max_norm": "1"}),
+}
+SIGNATURES = {
+    "per_sample_grads": {"convention", "bias", "n_threads", "max_bytes"},
+    "batch_grad": {"convention", "reduce", "bias", "max_bytes"},
+    "per_sample_grad_norms": {"bias", "n_threads"},
+    "clip_and_sum": {"convention", "bias", "n_threads", "max_bytes", "max_norm"},
+}
+
+
+ERROR_CASES = [(name, case) for name in FUNCS for case, (_, _, kw) in BAD.items() if set(kw) <= SIGNATURES[name]]
+
+
+@pytest.mark.parametrize(("name", "case"), ERROR_CASES)
+@pytest.mark.parametrize("which", ["X", "G", "both"])
+def test_errors_identical_to_in_memory(name, case, which):
+    X, G, kw = BAD[case]
+    if name == "clip_and_sum":
+        kw = {"max_norm": 1.0, **kw}
+    with pytest.raises((TypeError, ValueError)) as want:
+        getattr(md, name)(X, G, **kw)
+    Xd = da.from_array(X, chunks=4) if which != "G" else X
+    Gd = da.from_array(G, chunks=4) if which != "X" else G
+    with pytest.raises(want.type, match=f"^{re.escape(str(want.value))}$"):
+        getattr(md, name)(Xd, Gd, **kw)
+
+
+def test_out_is_refused():
+    with pytest.raises(TypeError, match=r"out: expected None with dask inputs .*got ndarray"):
+        md.per_sample_grads(da.ones((4, 3), chunks=2), np.ones((4, 2)), out=np.empty((4, 2, 3)))
+
+
+def test_unknown_chunk_sizes_are_refused():
+    X = da.ones((6, 3), chunks=2)
+    X = X[X[:, 0] > 0]  # chunk sizes along B now unknown
+    with pytest.raises(ValueError, match=r"X: expected known chunk sizes, got shape \(nan, 3\); call X.compute_chunk_sizes"):
+        md.batch_grad(X, np.ones((6, 2)))
+
+
+def test_missing_dask_says_how_to_install(monkeypatch):
+    class Lazy:  # looks like a dask collection to the dispatch
+        def __dask_graph__(self):
+            return {}
+
+    monkeypatch.setitem(sys.modules, "dask.array", None)  # import dask.array fails
+    for module in [m for m in sys.modules if m.startswith("matderiv.dask")]:
+        monkeypatch.delitem(sys.modules, module)
+    with pytest.raises(ImportError, match=r"matderiv.dask needs .*pip install matderiv\[dask\]"):
+        md.batch_grad(Lazy(), np.ones((2, 2)))
+
+
+def test_numpy_inputs_take_the_in_memory_path(monkeypatch):
+    monkeypatch.setitem(sys.modules, "matderiv.dask", None)  # importing it would fail
+    X, G = np.ones((3, 2)), np.ones((3, 4))
+    assert type(md.batch_grad(X, G)) is np.ndarray
+    assert type(md.clip_and_sum(X.tolist(), G, 1.0)[0]) is np.ndarray
+
+
+def test_core_never_imports_dask():
+    import subprocess
+    from pathlib import Path
+
+    code = (
+        "import sys, numpy as np, matderiv as md\n"
+        "md.clip_and_sum(np.ones((3, 2)), np.ones((3, 4)), 1.0)\n"
+        "assert not [m for m in sys.modules if m.split('.')[0] in ('dask', 'distributed', 'threadpoolctl')]\n"
+    )
+    root = Path(__file__).resolve().parent.parent
+    subprocess.run([sys.executable, "-c", code], cwd=root, check=True, timeout=60)
+
+
+# --- threads in tasks ----------------------------------------------------------------------
+def _blas_threads():
+    return [lib["num_threads"] for lib in threadpoolctl.threadpool_info() if lib["user_api"] == "blas"]
+
+
+def _probe(X, G, n_threads):
+    return np.array(_blas_threads()), n_threads
+
+
+def test_worker_threads_run_blas_on_one_thread():
+    """Every task in a worker thread sees one BLAS thread (also in a second pool, whose
+    threads are new to threadpoolctl), and the count is restored after the last."""
+    before = _blas_threads()
+    for _ in range(2):
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:
+            results = list(pool.map(lambda _: _graph._run_chunk(_probe, {"n_threads": None}, None, None), range(6)))
+        for blas, n_threads in results:
+            assert (blas == 1).all() and n_threads == 1
+        assert _blas_threads() == before
+    blas, n_threads = _graph._run_chunk(_probe, {"n_threads": None}, None, None)  # main thread: as is
+    assert list(blas) == before and n_threads is None
+
+
+def _norm_max_and_count(X, G):
+    norms = md.per_sample_grad_norms(X, G)
+    return norms.max(initial=0.0), len(norms)
+
+
+def test_tree_reduction_takes_any_combine(rng):
+    """A combine that is not a sum: the largest norm and the number of samples."""
+    X, G = _data(rng, 2, np.float64)
+    Xd, Gd, dtype = _graph.inputs(da.from_array(X, chunks=((1, 2, 3, 4, 10), (M,))), G)
+
+    def combine(parts):
+        return max(p[0] for p in parts), sum(p[1] for p in parts)
+
+    def finalize(part):
+        return np.array(part[0]), np.array(part[1])
+
+    chunks = _graph.Chunks(_norm_max_and_count, Xd, Gd)
+    top, count = chunks.reduction([0, 1], combine, finalize, [((), dtype), ((), np.int64)])
+    top, count = dask.compute(top, count)
+    assert top == md.per_sample_grad_norms(X, G).max() and count == B
+
+
+def _dots(X, G, X2, G2):
+    """<g_a, g'_b> of materialized per-sample gradients: a stand-in for per_sample_grad_dots."""
+    return np.einsum("aij,bij->ab", md.per_sample_grads(X, G), md.per_sample_grads(X2, G2))
+
+
+@pytest.mark.parametrize("ndim", [2, 3])
+def test_pairs_of_chunks(rng, ndim):
+    X, G = _data(rng, ndim, np.float64)
+    X2, G2 = _data(rng, ndim, np.float64, b=7)
+    Xd, Gd, _ = _graph.inputs(da.from_array(X, chunks=((6, 0, 9, 5),) + X.shape[1:]), G)
+    X2d, G2d, dtype = _graph.inputs(X2, da.from_array(G2, chunks=3))
+    K = _graph.pairs(_dots, Xd, Gd, X2d, G2d, dtype)
+    assert K.shape == (B, 7) and K.chunks == ((6, 0, 9, 5), (3, 3, 1))
+    seq = (lambda A: A) if ndim == 3 else (lambda A: A[:, None, :])  # 2-D as T = 1
+    P, P2 = (np.einsum("bti,btj->bij", seq(g), seq(x)) for g, x in ((G, X), (G2, X2)))
+    assert_close(K.compute(), np.einsum("aij,bij->ab", P, P2), np.float64)
+
+
+# --- dask.distributed ----------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def cluster_client():
+    """A LocalCluster of 2 single-threaded worker processes (spawned), started once for
+    the test run (only this module uses it; it is gone before the next module runs);
+    the thread variables its start sets in this process are restored."""
+    pytest.importorskip("distributed")
+    from matderiv._bench_dask import local_cluster
+
+    saved = dict(os.environ)
+    with local_cluster() as client:
+        assert dict(os.environ) == saved
+        yield client
+
+
+@pytest.mark.parametrize("ndim", [2, 3])
+def test_distributed(rng, cluster_client, ndim):
+    X, G = _data(rng, ndim, np.float32)
+    Xd, Gd = da.from_array(X, chunks=((6, 0, 9, 5),) + X.shape[1:]), da.from_array(G, chunks=7)
+    Xp, Gp = cluster_client.persist([Xd.rechunk({0: Xd.chunks[0], 1: -1}), Gd])  # chunks on the workers
+    for name in FUNCS:
+        _check_against_memory(name, X, G, Xp, Gp, "xW", True, scheduler=cluster_client.get)
+
+
+# --- the example ---------------------------------------------------------------------------
+def _example():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "examples" / "dask_dp_sgd.py"
+    spec = importlib.util.spec_from_file_location("example_dask_dp_sgd", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_example_loss_falls(capsys):
+    losses = _example().main(n_samples=2**13, chunk=2**10, steps=3, seed=0)
+    assert len(losses) == 4 and np.isfinite(losses).all() and losses[-1] < 0.9 * losses[0]
+    assert "step  3" in capsys.readouterr().out
+
+
+def test_example_step_is_the_clipped_sum():
+    """One step's lazy terms against plain numpy on the computed data (per-example
+    gradients materialized with einsum, clipped and summed)."""
+    ex = _example()
+    X, y = ex.make_data(2**11, 5, 3, 2**8, seed=1)
+    rng = np.random.default_rng(2)
+    W, c, max_norm = rng.standard_normal((5, 3)), rng.standard_normal(3), 2.0
+    loss, acc, dW, dc, clipped = dask.compute(*ex.step_terms(W, c, X, y, max_norm))
+    Xn, yn = dask.compute(X, y)
+    z = Xn @ W + c
+    p = np.exp(z - z.max(axis=1, keepdims=True))
+    p /= p.sum(axis=1, keepdims=True)
+    G = p - np.eye(3)[yn]
+    g = np.einsum("ba,bj->baj", Xn, G)
+    norms = np.sqrt(np.einsum("baj,baj->b", g, g) + np.einsum("bj,bj->b", G, G))
+    factor = np.minimum(1.0, max_norm / norms)
+    assert_close(dW, np.einsum("b,baj->aj", factor, g), np.float64)
+    assert_close(dc, factor @ G, np.float64)
+    assert_close(loss, -np.log(p[np.arange(len(yn)), yn]).mean(), np.float64)
+    assert acc == np.mean(p.argmax(axis=1) == yn) and clipped == np.mean(norms > max_norm)
+
+
+def test_example_peak_memory_is_a_few_chunks():
+    """64 MiB of X in chunks of 1 MiB: a step's peak traced memory stays well below the
+    data (it is 5-13 MiB, whatever B; first a small step, for what is imported lazily)."""
+    import tracemalloc
+
+    ex = _example()
+    X, y = ex.make_data(2**13, 32, 4, 2**12, seed=0)
+    dask.compute(*ex.step_terms(np.zeros((32, 4)), np.zeros(4), X, y, 1.0), scheduler="threads")
+    X, y = ex.make_data(2**18, 32, 4, 2**12, seed=0)
+    terms = ex.step_terms(np.zeros((32, 4)), np.zeros(4), X, y, 1.0)
+    tracemalloc.start()
+    try:
+        dask.compute(*terms, scheduler="threads")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 20 * 2**20, peak
