@@ -153,17 +153,22 @@ def test_nothing_computed_until_compute(rng):
     assert_close(results[3][0].compute(scheduler="threads"), md.clip_and_sum(X, G, 1.0, bias=True)[0], np.float64)
 
 
-def test_one_pass_per_chunk(rng, monkeypatch):
-    """clip_and_sum's sums and norms come from the same tasks: computing both calls the
-    in-memory function once per chunk."""
-    calls = []
-    in_memory = mem.clip_and_sum
+def _counted(monkeypatch, module, name):
+    """Replace module.name by a wrapper that counts its calls: (the calls, the original)."""
+    calls, original = [], getattr(module, name)
 
     def counted(*args, **kwargs):
         calls.append(1)
-        return in_memory(*args, **kwargs)
+        return original(*args, **kwargs)
 
-    monkeypatch.setattr(mem, "clip_and_sum", counted)
+    monkeypatch.setattr(module, name, counted)
+    return calls, original
+
+
+def test_one_pass_per_chunk(rng, monkeypatch):
+    """clip_and_sum's sums and norms come from the same tasks: computing both calls the
+    in-memory function once per chunk."""
+    calls, in_memory = _counted(monkeypatch, mem, "clip_and_sum")
     X, G = _data(rng, 2, np.float64)
     Xd = da.from_array(X, chunks=5)
     dW, norms = dask.compute(*md.clip_and_sum(Xd, G, 1.0), scheduler="sync")
@@ -370,15 +375,10 @@ def test_distributed(rng, cluster_client, ndim):
 
 
 # --- the example ---------------------------------------------------------------------------
-def _example():
-    import importlib.util
-    from pathlib import Path
+def _example(name="dask_dp_sgd"):
+    from test_examples import _load
 
-    path = Path(__file__).resolve().parent.parent / "examples" / "dask_dp_sgd.py"
-    spec = importlib.util.spec_from_file_location("example_dask_dp_sgd", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return _load(name)
 
 
 def test_example_loss_falls(capsys):
@@ -543,14 +543,7 @@ def test_grad_variance_merges_one_pass(rng, monkeypatch):
     """Both results of grad_variance(bias=True) come from one in-memory call per chunk."""
     from matderiv import statistics as stats
 
-    calls = []
-    in_memory = stats.grad_variance
-
-    def counted(*args, **kwargs):
-        calls.append(1)
-        return in_memory(*args, **kwargs)
-
-    monkeypatch.setattr(stats, "grad_variance", counted)
+    calls, in_memory = _counted(monkeypatch, stats, "grad_variance")
     X, G = _data(rng, 3, np.float64)
     Xd = da.from_array(X, chunks=(4,) + X.shape[1:])
     vW, vb = dask.compute(*md.grad_variance(Xd, G, bias=True, ddof=1), scheduler="sync")
@@ -699,3 +692,35 @@ def test_statistics_distributed(rng, cluster_client, ndim):
     X2, G2 = _data(rng, ndim, np.float32, b=7)
     _check_stat("per_sample_grad_dots", X, G, Xp, Gp, {"normalize": True},
                 scheduler=cluster_client.get, second=((X2, G2), (da.from_array(X2, chunks=4), G2)))
+
+
+def test_tracin_example_finds_proponents_and_mislabeled(capsys):
+    metrics = _example("dask_tracin").main(n_samples=2**13, n_test=8, chunk=2**10, steps=3, seed=0)
+    assert metrics["proponents_same_label"] > 2 * metrics["chance"]
+    assert metrics["self_influence_flipped"] > 3 * metrics["flip_rate"]
+    assert "TracIn of 8 test samples" in capsys.readouterr().out
+
+
+def test_tracin_example_scores_are_gradient_dots():
+    """The lazy scores and self-influences against per-example gradients materialized
+    with einsum from the computed data (weights and biases together)."""
+    ex = _example("dask_tracin")
+    X, y = _example().make_data(2**11, 5, 3, 2**9, seed=1)
+    rng = np.random.default_rng(2)
+    checkpoints = [(rng.standard_normal((5, 3)), rng.standard_normal(3)) for _ in range(2)]
+    X_test, y_test = rng.standard_normal((4, 5)), np.array([0, 2, 1, 1])
+    scores, influence = ex.tracin_terms(checkpoints, 0.5, X, y, X_test, y_test)
+    assert scores.chunks == (X.chunks[0], (4,))
+    scores, influence, Xn, yn = dask.compute(scores, influence, X, y)
+    want_scores, want_influence = 0.0, 0.0
+    for W, c in checkpoints:
+        grads = []
+        for A, labels in ((Xn, yn), (X_test, y_test)):
+            z = A @ W + c
+            p = np.exp(z - z.max(axis=1, keepdims=True))
+            G = p / p.sum(axis=1, keepdims=True) - np.eye(3)[labels]
+            grads.append(np.concatenate([np.einsum("ba,bj->baj", A, G).reshape(len(A), -1), G], axis=1))
+        want_scores = want_scores + 0.5 * grads[0] @ grads[1].T
+        want_influence = want_influence + 0.5 * np.einsum("bk,bk->b", grads[0], grads[0])
+    assert_close(scores, want_scores, np.float64)
+    assert_close(influence, want_influence, np.float64)
