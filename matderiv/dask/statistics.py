@@ -88,7 +88,8 @@ def _moments(X: np.ndarray, G: np.ndarray, *, bias: bool) -> tuple[Any, ...]:
     for lo in range(0, k, step):
         Gb = Gc[lo : lo + step].astype(np.float64, copy=False)
         total += gradients.batch_grad(Xc[lo : lo + step].astype(np.float64, copy=False), Gb)
-        total_b += gradients._bias_grads(Gb).sum(axis=0)
+        if bias:
+            total_b += gradients._bias_grads(Gb).sum(axis=0)
     variances = mem.grad_variance(Xc, Gc, bias=bias)
     if not bias:
         return k, total / k, np.multiply(variances, k, dtype=np.float64)
@@ -142,8 +143,8 @@ def per_sample_grad_dots(
     _check_max_bytes(max_bytes, "per_sample_grad_dots")
     rows = [Xd.astype(dtype), Gd.astype(dtype)]
     cols = None if second is None else [second[0].astype(dtype), second[1].astype(dtype)]
-    for side in (rows, cols) if normalize else ():
-        if side is not None:
+    if normalize:  # each chunk's inverse norms, once, next to its X and G
+        for side in filter(None, (rows, cols)):
             side.append(per_sample_map(_inverse_norms, *side, (), dtype, bias=bias, n_threads=None))
     return pairs(_dots_block, rows, cols, dtype, bias=bias, normalize=normalize, max_bytes=max_bytes)
 
