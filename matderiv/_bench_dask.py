@@ -1,7 +1,9 @@
 """Benchmark rows for matderiv.dask (`python -m matderiv bench`, when dask is installed).
 
 Rows/second of the batched functions on dask arrays chunked along B, against the
-in-memory call on the same arrays, in one run: the threaded scheduler for every B,
+in-memory call on the same arrays, in one run: the threaded scheduler for every B
+(the statistics at one B: sum_grad_squared, grad_variance, kfac_factors, and the dot
+products of a numpy test batch of TEST rows against the chunked set, TracIn-style),
 and (full mode) a LocalCluster of 2 worker processes with X and G persisted on the
 workers (G = cos(X), chunk by chunk, so that each chunk pair shares a worker).  m = n = 64, float64; chunks of 2^16 rows (2^13 with --quick).
 """
@@ -15,10 +17,11 @@ import dask
 import dask.array as da
 import numpy as np
 
-from . import gradients
+from . import gradients, statistics
 from ._bench import Row, best_time
 
 WIDTH = 64
+TEST = 256
 
 
 def _label(func: str, B: int, where: str, seconds: float) -> str:
@@ -31,10 +34,15 @@ def _rows(
 ) -> list[Row]:
     """One row per function: the dask call computed by `compute`, the in-memory call."""
     max_norm = float(np.median(gradients.per_sample_grad_norms(X[:4096], G[:4096])))
+    X2, G2 = X[:TEST].copy(), np.cos(X[:TEST])  # the "test batch"
     calls = {
         "batch_grad": (lambda A, C: (gradients.batch_grad(A, C),)),
         "clip_and_sum": (lambda A, C: gradients.clip_and_sum(A, C, max_norm)),
         "per_sample_grad_norms": (lambda A, C: (gradients.per_sample_grad_norms(A, C),)),
+        "sum_grad_squared": (lambda A, C: (statistics.sum_grad_squared(A, C),)),
+        "grad_variance": (lambda A, C: (statistics.grad_variance(A, C),)),
+        "kfac_factors": (lambda A, C: statistics.kfac_factors(A, C)),
+        "per_sample_grad_dots": (lambda A, C: (statistics.per_sample_grad_dots(A, C, X2, G2),)),
     }
     rows = []
     for func in funcs:
@@ -96,6 +104,14 @@ def dask_rows(quick: bool) -> list[Row]:
     return rows
 
 
+STATS = ("sum_grad_squared", "grad_variance", "kfac_factors", "per_sample_grad_dots")
+
+
 def _funcs(B: int, sizes: list[int]) -> tuple[str, ...]:
-    """batch_grad and clip_and_sum everywhere, the norms too at B = 2^20 and the largest B."""
-    return ("batch_grad", "clip_and_sum") + (("per_sample_grad_norms",) if B in (2**20, sizes[-1]) else ())
+    """batch_grad and clip_and_sum everywhere, the norms too at B = 2^20 and the largest B,
+    the statistics at B = 2^20 (quick: the largest B)."""
+    return (
+        ("batch_grad", "clip_and_sum")
+        + (("per_sample_grad_norms",) if B in (2**20, sizes[-1]) else ())
+        + (STATS if B == min(2**20, sizes[-1]) else ())
+    )

@@ -26,6 +26,7 @@ from numpy.typing import ArrayLike
 
 from . import _validation as v
 from . import gradients as _g
+from ._dispatch import dask_aware
 from ._memory import check_output_bytes
 from .gradients import CONVENTIONS, ROUTES, _bias_grads, _inputs, _rows, _W_shape, _weight_grad
 
@@ -67,6 +68,7 @@ def sum_grad_squared(
 def sum_grad_squared(
     X: ArrayLike, G: ArrayLike, *, convention: str = ..., bias: Literal[True], max_bytes: int | None = ...
 ) -> tuple[np.ndarray, np.ndarray]: ...
+@dask_aware
 def sum_grad_squared(
     X: ArrayLike,
     G: ArrayLike,
@@ -112,6 +114,7 @@ def grad_variance(
     X: ArrayLike, G: ArrayLike, *, convention: str = ..., bias: Literal[True], ddof: int = ...,
     max_bytes: int | None = ...,
 ) -> tuple[np.ndarray, np.ndarray]: ...
+@dask_aware
 def grad_variance(
     X: ArrayLike,
     G: ArrayLike,
@@ -196,6 +199,7 @@ def _per_dof(spread: np.ndarray, B: int, ddof: int) -> np.ndarray:
 
 
 # --- gradient dot products --------------------------------------------------------------------
+@dask_aware
 def per_sample_grad_dots(
     X: ArrayLike,
     G: ArrayLike,
@@ -384,6 +388,7 @@ def _inverse_norms(Xc: np.ndarray, Gc: np.ndarray, bias: bool, threads: int) -> 
 
 
 # --- K-FAC --------------------------------------------------------------------------------------
+@dask_aware
 def kfac_factors(
     X: ArrayLike, G: ArrayLike, *, bias: bool = False, mode: str = "expand"
 ) -> tuple[np.ndarray, np.ndarray]:

@@ -153,17 +153,22 @@ def test_nothing_computed_until_compute(rng):
     assert_close(results[3][0].compute(scheduler="threads"), md.clip_and_sum(X, G, 1.0, bias=True)[0], np.float64)
 
 
-def test_one_pass_per_chunk(rng, monkeypatch):
-    """clip_and_sum's sums and norms come from the same tasks: computing both calls the
-    in-memory function once per chunk."""
-    calls = []
-    in_memory = mem.clip_and_sum
+def _counted(monkeypatch, module, name):
+    """Replace module.name by a wrapper that counts its calls: (the calls, the original)."""
+    calls, original = [], getattr(module, name)
 
     def counted(*args, **kwargs):
         calls.append(1)
-        return in_memory(*args, **kwargs)
+        return original(*args, **kwargs)
 
-    monkeypatch.setattr(mem, "clip_and_sum", counted)
+    monkeypatch.setattr(module, name, counted)
+    return calls, original
+
+
+def test_one_pass_per_chunk(rng, monkeypatch):
+    """clip_and_sum's sums and norms come from the same tasks: computing both calls the
+    in-memory function once per chunk."""
+    calls, in_memory = _counted(monkeypatch, mem, "clip_and_sum")
     X, G = _data(rng, 2, np.float64)
     Xd = da.from_array(X, chunks=5)
     dW, norms = dask.compute(*md.clip_and_sum(Xd, G, 1.0), scheduler="sync")
@@ -320,11 +325,29 @@ def test_pairs_of_chunks(rng, ndim):
     X2, G2 = _data(rng, ndim, np.float64, b=7)
     Xd, Gd, _ = _graph.inputs(da.from_array(X, chunks=((6, 0, 9, 5),) + X.shape[1:]), G)
     X2d, G2d, dtype = _graph.inputs(X2, da.from_array(G2, chunks=3))
-    K = _graph.pairs(_dots, Xd, Gd, X2d, G2d, dtype)
+    K = _graph.pairs(_dots, [Xd, Gd], [X2d, G2d], dtype)
     assert K.shape == (B, 7) and K.chunks == ((6, 0, 9, 5), (3, 3, 1))
     seq = (lambda A: A) if ndim == 3 else (lambda A: A[:, None, :])  # 2-D as T = 1
     P, P2 = (np.einsum("bti,btj->bij", seq(g), seq(x)) for g, x in ((G, X), (G2, X2)))
     assert_close(K.compute(), np.einsum("aij,bij->ab", P, P2), np.float64)
+
+
+def _self_dots(X, G, X2=None, G2=None):
+    """_dots, with the diagonal blocks (X2 None) marked: +1000 on their diagonal."""
+    return _dots(X, G, X, G) + 1000 * np.eye(len(X)) if X2 is None else _dots(X, G, X2, G2)
+
+
+def test_pairs_of_chunks_with_themselves(rng):
+    """cols=None: the diagonal blocks are func(*rows_i), those below the diagonal the
+    transposes of those above (computed once: the result is exactly symmetric)."""
+    X, G = _data(rng, 3, np.float64)
+    Xd, Gd, dtype = _graph.inputs(da.from_array(X, chunks=((6, 0, 9, 5),) + X.shape[1:]), G)
+    K = _graph.pairs(_self_dots, [Xd, Gd], None, dtype)
+    assert K.chunks == ((6, 0, 9, 5), (6, 0, 9, 5))
+    got = K.compute()
+    assert (got == got.T).all()
+    assert_close(got, _dots(X, G, X, G) + 1000 * np.eye(B), np.float64)
+    assert len(K.dask.layers[K.name]) == 16 and sum(1 for t in K.dask.layers[K.name].values() if t[0] is np.transpose) == 6
 
 
 # --- dask.distributed ----------------------------------------------------------------------
@@ -352,15 +375,10 @@ def test_distributed(rng, cluster_client, ndim):
 
 
 # --- the example ---------------------------------------------------------------------------
-def _example():
-    import importlib.util
-    from pathlib import Path
+def _example(name="dask_dp_sgd"):
+    from test_examples import _load
 
-    path = Path(__file__).resolve().parent.parent / "examples" / "dask_dp_sgd.py"
-    spec = importlib.util.spec_from_file_location("example_dask_dp_sgd", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return _load(name)
 
 
 def test_example_loss_falls(capsys):
@@ -408,3 +426,301 @@ def test_example_peak_memory_is_a_few_chunks():
     finally:
         tracemalloc.stop()
     assert peak < 20 * 2**20, peak
+
+
+# --- the statistics ----------------------------------------------------------------------------
+STATS = ["sum_grad_squared", "grad_variance", "per_sample_grad_dots", "kfac_factors"]
+
+#: Keyword sets of each statistic: every option and convention at least once.
+STAT_OPTIONS = {
+    "sum_grad_squared": [{"convention": c, "bias": b} for c in CONVENTIONS for b in (False, True)],
+    "grad_variance": [{"convention": "Wx", "bias": False, "ddof": 0}, {"convention": "xW", "bias": True, "ddof": 1},
+                      {"convention": "Wx", "bias": True, "ddof": 2}],
+    "per_sample_grad_dots": [{"bias": b, "normalize": z} for b in (False, True) for z in (False, True)],
+    "kfac_factors": [{"bias": b, "mode": mode} for b in (False, True) for mode in ("expand", "reduce")],
+}
+
+
+def _check_stat(name, X, G, Xd, Gd, kw, scheduler="threads", second=None):
+    """The lazy statistic against the in-memory one: dtype, shape, chunks (one chunk for
+    the reductions; X's along rows and X2's along columns for K), values; K of a batch
+    with itself and the K-FAC factors exactly symmetric."""
+    pair, lazy_pair = second if second is not None else ((), ())
+    expected = getattr(md, name)(X, G, *pair, **kw)
+    lazy = getattr(md.dask if pair else md, name)(Xd, Gd, *lazy_pair, **kw)
+    expected = expected if isinstance(expected, tuple) else (expected,)
+    lazy = lazy if isinstance(lazy, tuple) else (lazy,)
+    assert len(lazy) == len(expected) and all(isinstance(r, da.Array) for r in lazy)
+    computed = dask.compute(*lazy, scheduler=scheduler)
+    for r, got, want in zip(lazy, computed, expected):
+        assert r.shape == want.shape and r.dtype == want.dtype and got.dtype == want.dtype
+        if name == "per_sample_grad_dots":
+            sides = [(Xd, Gd)] + ([lazy_pair] if pair else [])
+            assert r.chunks == tuple(_rows_of(*side) for side in sides + sides[:1])[:2]
+        else:
+            assert r.chunks == tuple((d,) for d in want.shape)
+        if name == "kfac_factors" or name == "per_sample_grad_dots" and not pair:
+            assert np.array_equal(got, got.T, equal_nan=True)
+        np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+        assert_close(np.nan_to_num(got), np.nan_to_num(want), want.dtype)
+
+
+def _rows_of(Xd, Gd):
+    lazy = [A for A in (Xd, Gd) if isinstance(A, da.Array)]
+    return lazy[0].chunks[0] if lazy else (len(Xd),)
+
+
+@pytest.mark.parametrize("name", STATS)
+@pytest.mark.parametrize("chunking", CHUNKINGS)
+@pytest.mark.parametrize("ndim", [2, 3])
+def test_statistics_equal_in_memory(rng, name, chunking, ndim):
+    x_rows, g_rows, inner = CHUNKINGS[chunking]
+    X, G = _data(rng, ndim, np.float64)
+    X += 2.0  # means away from 0: a wrong variance merge shows
+    Xd, Gd = _chunked(X, x_rows, inner), _chunked(G, g_rows, inner)
+    for kw in STAT_OPTIONS[name]:
+        _check_stat(name, X, G, Xd, Gd, kw)
+
+
+@pytest.mark.parametrize("name", STATS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int64])
+@pytest.mark.parametrize("ndim", [2, 3])
+def test_statistics_dtypes(rng, name, dtype, ndim):
+    X, G = _data(rng, ndim, dtype)
+    Xd, Gd = da.from_array(X, chunks=7), da.from_array(G, chunks=7)
+    _check_stat(name, X, G, Xd, Gd, STAT_OPTIONS[name][-1])
+
+
+@pytest.mark.parametrize("name", STATS)
+@pytest.mark.parametrize("ndim", [2, 3])
+def test_statistics_of_an_empty_batch(rng, name, ndim):
+    """B = 0: zeros (sum_grad_squared), NaN (variance, K-FAC), a (0, 0) K."""
+    X, G = _data(rng, ndim, np.float64, b=0)
+    for kw in STAT_OPTIONS[name]:
+        _check_stat(name, X, G, da.from_array(X), da.from_array(G), kw)
+
+
+@pytest.mark.parametrize("ndim", [2, 3])
+def test_statistics_of_empty_sequences(rng, ndim):
+    """T = 0 (and m = 0): what the in-memory functions give, NaN where they divide by 0."""
+    shape = (B, 0, M) if ndim == 3 else (B, 0)
+    X, G = np.ones(shape), rng.standard_normal(shape[:-1] + (N,))
+    Xd = da.from_array(X, chunks=(6,) + shape[1:])
+    for name in STATS:
+        for kw in STAT_OPTIONS[name]:
+            _check_stat(name, X, G, Xd, G, kw)
+
+
+@pytest.mark.parametrize("ndim", [2, 3])
+def test_grad_variance_when_the_mean_dominates(ndim):
+    """float32 gradients all near one value, in many uneven chunks: the merged variance
+    keeps 1e-3 relative accuracy, as in memory (test_statistics), where float32's
+    E[g^2] - E[g]^2 has no correct digit left."""
+    rng = np.random.default_rng(3)
+    lead, noise = ((4000,), 1e-4) if ndim == 2 else ((500, 3), 1e-3)
+    X = (1 + noise * rng.standard_normal(lead + (M,))).astype(np.float32)
+    G = (1 + noise * rng.standard_normal(lead + (N,))).astype(np.float32)
+    rows = (1, 0, 37, 300) + (50,) * ((lead[0] - 338) // 50) + ((lead[0] - 338) % 50,)
+    want = np.var(np.einsum("bti,btj->bij", *(A.astype(np.float64).reshape(lead[0], -1, A.shape[-1]) for A in (G, X))), axis=0)
+    got = md.grad_variance(da.from_array(X, chunks=(rows,) + X.shape[1:]), G).compute()
+    assert got.dtype == np.float32
+    np.testing.assert_allclose(got, want, rtol=1e-3)
+
+
+def test_grad_variance_of_too_few_samples():
+    """B <= ddof as np.var: 0 / 0 = NaN for one sample (ddof=1), inf for two (ddof=3);
+    chunks of no samples in between change nothing."""
+    for b, ddof in ((1, 1), (2, 3), (2, 2)):
+        X, G = np.arange(1.0, 2 * b + 1).reshape(b, 2), np.ones((b, 3))
+        rows = (0, 1, 0, b - 1, 0)
+        want = md.grad_variance(X, G, bias=True, ddof=ddof)
+        got = dask.compute(md.grad_variance(da.from_array(X, chunks=(rows, 2)), G, bias=True, ddof=ddof))[0]
+        for g, w in zip(got, want):
+            np.testing.assert_array_equal(g, w)
+
+
+def test_grad_variance_merges_one_pass(rng, monkeypatch):
+    """Both results of grad_variance(bias=True) come from one in-memory call per chunk."""
+    from matderiv import statistics as stats
+
+    calls, in_memory = _counted(monkeypatch, stats, "grad_variance")
+    X, G = _data(rng, 3, np.float64)
+    Xd = da.from_array(X, chunks=(4,) + X.shape[1:])
+    vW, vb = dask.compute(*md.grad_variance(Xd, G, bias=True, ddof=1), scheduler="sync")
+    assert len(calls) == Xd.numblocks[0]
+    want = in_memory(X, G, bias=True, ddof=1)
+    assert_close(vW, want[0], np.float64) and assert_close(vb, want[1], np.float64)
+
+
+def test_statistics_options_give_different_graphs(rng):
+    """Same chunk tasks, different finalize (ddof; the K-FAC mode; normalize)."""
+    X, G = _data(rng, 3, np.float64)
+    Xd = da.from_array(X, chunks=(5,) + X.shape[1:])
+    results = dask.compute(md.grad_variance(Xd, G), md.grad_variance(Xd, G, ddof=1),
+                           md.per_sample_grad_dots(Xd, G), md.per_sample_grad_dots(Xd, G, normalize=True))
+    for got, (name, kw) in zip(results, [("grad_variance", {}), ("grad_variance", {"ddof": 1}),
+                                         ("per_sample_grad_dots", {}), ("per_sample_grad_dots", {"normalize": True})]):
+        assert_close(got, getattr(md, name)(X, G, **kw), np.float64)
+
+
+#: Second batches of per_sample_grad_dots: (B2, T2, X2's chunks or None, G2's likewise).
+SECOND = {
+    "both dask": (7, 2, (3, 3, 1), (7,)),
+    "numpy X2": (7, 2, None, (2, 5)),
+    "both numpy": (6, 4, None, None),
+    "empty": (0, 2, (0,), (0,)),
+}
+
+
+@pytest.mark.parametrize("second", SECOND)
+@pytest.mark.parametrize("ndim", [2, 3])
+def test_dots_between_two_batches(rng, second, ndim):
+    """K of a chunked batch against another one of other B and T (dask or numpy);
+    X2 chunks along columns."""
+    b2, t2, x2_rows, g2_rows = SECOND[second]
+    X, G = _data(rng, ndim, np.float64)
+    lead = (b2,) if ndim == 2 else (b2, t2)
+    X2, G2 = rng.standard_normal(lead + (M,)), rng.standard_normal(lead + (N,))
+    X2d, G2d = _chunked(X2, x2_rows, False), _chunked(G2, g2_rows, False)
+    Xd = da.from_array(X, chunks=((6, 0, 9, 5),) + X.shape[1:])
+    for kw in STAT_OPTIONS["per_sample_grad_dots"]:
+        _check_stat("per_sample_grad_dots", X, G, Xd, G, kw, second=((X2, G2), (X2d, G2d)))
+
+
+def test_dots_mixed_dtypes_and_numpy_first_batch(rng):
+    """float32 X, G against float64 X2, G2 gives float64 (norms too); a numpy first batch
+    is one chunk along rows."""
+    X, G = _data(rng, 3, np.float32)
+    X2, G2 = _data(rng, 3, np.float64, b=6)
+    X2d = da.from_array(X2, chunks=(4,) + X2.shape[1:])
+    _check_stat("per_sample_grad_dots", X, G, da.from_array(X, chunks=(8,) + X.shape[1:]), G,
+                {"normalize": True}, second=((X2, G2), (X2d, G2)))
+    _check_stat("per_sample_grad_dots", X, G, X, G, {"bias": True}, second=((X2, G2), (X2d, G2)))
+
+
+def test_dots_exactly_symmetric_with_zero_gradients(rng):
+    """A batch with itself in uneven chunks, float32, normalized, some gradients 0:
+    K == K.T exactly, 0 rows for zero gradients, 1 on the diagonal elsewhere."""
+    X, G = _data(rng, 2, np.float32)
+    G[[3, 11]] = 0
+    K = md.per_sample_grad_dots(da.from_array(X, chunks=((1, 6, 0, 9, 4), (M,))), G, normalize=True).compute()
+    assert (K == K.T).all() and not K[[3, 11]].any()
+    assert_close(np.delete(np.diag(K), [3, 11]), np.ones(B - 2), np.float32)
+
+
+def test_dots_max_bytes_bounds_each_block(rng):
+    """max_bytes is checked now (type and sign, as in memory) and bounds every block."""
+    X, G = _data(rng, 2, np.float64)
+    Xd = da.from_array(X, chunks=5)
+    assert_close(md.per_sample_grad_dots(Xd, G, max_bytes=5 * 5 * 8).compute(), md.per_sample_grad_dots(X, G), np.float64)
+    with pytest.raises(md.OutputTooLargeError, match=r"per_sample_grad_dots: the output \(5, 5\) float64"):
+        md.per_sample_grad_dots(Xd, G, max_bytes=5 * 5 * 8 - 1).compute(scheduler="sync")
+
+
+def test_statistics_build_lazily(rng):
+    X, G = _data(rng, 3, np.float64)
+    Xd, Gd = da.from_array(X, chunks=(6, 2, 5)), da.from_array(G, chunks=(4, 3, 2))  # rechunks too
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("something was computed while building the graph")
+
+    with dask.config.set(scheduler=refuse):
+        results = [md.sum_grad_squared(Xd, Gd, bias=True), md.grad_variance(Xd, Gd, ddof=1),
+                   md.per_sample_grad_dots(Xd, Gd, normalize=True), md.per_sample_grad_dots(Xd, Gd, Xd[:4], Gd[:4]),
+                   md.kfac_factors(Xd, Gd, bias=True)]
+    assert_close(results[2].compute(scheduler="threads"), md.per_sample_grad_dots(X, G, normalize=True), np.float64)
+
+
+def test_statistics_are_in_matderiv_dask():
+    import matderiv.dask as mdd
+
+    assert set(STATS) <= set(mdd.__all__) and all(callable(getattr(mdd, name)) for name in STATS)
+
+
+STAT_SIGNATURES = {
+    "sum_grad_squared": {"convention", "bias", "max_bytes"},
+    "grad_variance": {"convention", "bias", "max_bytes", "ddof"},
+    "per_sample_grad_dots": {"bias", "max_bytes", "normalize", "X2", "G2"},
+    "kfac_factors": {"bias", "mode"},
+}
+STAT_BAD = {
+    **{case: BAD[case] for case in ("1-D X", "complex X", "object G", "batch sizes", "2-D and 3-D",
+                                    "sequence lengths", "convention", "bias", "max_bytes")},
+    "too large": (_X, _G, {"max_bytes": 8}),
+    "ddof": (_X, _G, {"ddof": -1}),
+    "ddof type": (_X, _G, {"ddof": 1.0}),
+    "normalize": (_X, _G, {"normalize": "yes"}),
+    "mode": (np.ones((6, 2, 3)), np.ones((6, 2, 2)), {"mode": "mean"}),
+    "X2 only": (_X, _G, {"X2": _X}),
+    "G2 only": (_X, _G, {"G2": _G}),
+    "X2 ndim": (_X, _G, {"X2": np.ones((4, 2, 3)), "G2": np.ones((4, 2, 2))}),
+    "X2 columns": (_X, _G, {"X2": np.ones((4, 4)), "G2": np.ones((4, 2))}),
+    "G2 columns": (_X, _G, {"X2": np.ones((4, 3)), "G2": np.ones((4, 5))}),
+    "X2 and G2 batch sizes": (_X, _G, {"X2": np.ones((4, 3)), "G2": np.ones((5, 2))}),
+    "X2 and G2 ndim": (_X, _G, {"X2": np.ones((4, 3)), "G2": np.ones((4, 1, 2))}),
+    "G2 1-D": (_X, _G, {"X2": np.ones((4, 3)), "G2": np.ones(4)}),
+    "X2 complex": (_X, _G, {"X2": np.ones((4, 3), complex), "G2": np.ones((4, 2))}),
+}
+STAT_ERROR_CASES = [
+    (name, case) for name in STATS for case, (_, _, kw) in STAT_BAD.items()
+    if set(kw) <= STAT_SIGNATURES[name] and not (case == "too large" and name == "per_sample_grad_dots")
+]
+
+
+@pytest.mark.parametrize(("name", "case"), STAT_ERROR_CASES)
+@pytest.mark.parametrize("which", ["X", "G", "both", "second"])
+def test_statistics_errors_identical_to_in_memory(name, case, which):
+    """The in-memory message, raised when the graph is built; "second": X2 and G2 as
+    dask arrays (and X, G too)."""
+    X, G, kw = STAT_BAD[case]
+    with pytest.raises((TypeError, ValueError, MemoryError)) as want:
+        getattr(md, name)(X, G, **kw)
+    lazy = {key: da.from_array(a, chunks=3) if which == "second" else a for key, a in kw.items() if key in ("X2", "G2")}
+    Xd = da.from_array(X, chunks=4) if which != "G" else X
+    Gd = da.from_array(G, chunks=4) if which != "X" else G
+    with pytest.raises(want.type, match=f"^{re.escape(str(want.value))}$"):
+        getattr(md, name)(Xd, Gd, **{**kw, **lazy})
+
+
+@pytest.mark.parametrize("ndim", [2, 3])
+def test_statistics_distributed(rng, cluster_client, ndim):
+    X, G = _data(rng, ndim, np.float32)
+    Xd, Gd = da.from_array(X, chunks=((6, 0, 9, 5),) + X.shape[1:]), da.from_array(G, chunks=7)
+    Xp, Gp = cluster_client.persist([Xd.rechunk({0: Xd.chunks[0], 1: -1}), Gd])  # chunks on the workers
+    for name in STATS:
+        _check_stat(name, X, G, Xp, Gp, STAT_OPTIONS[name][-1], scheduler=cluster_client.get)
+    X2, G2 = _data(rng, ndim, np.float32, b=7)
+    _check_stat("per_sample_grad_dots", X, G, Xp, Gp, {"normalize": True},
+                scheduler=cluster_client.get, second=((X2, G2), (da.from_array(X2, chunks=4), G2)))
+
+
+def test_tracin_example_finds_proponents_and_mislabeled(capsys):
+    metrics = _example("dask_tracin").main(n_samples=2**13, n_test=8, chunk=2**10, steps=3, seed=0)
+    assert metrics["proponents_same_label"] > 2 * metrics["chance"]
+    assert metrics["self_influence_flipped"] > 3 * metrics["flip_rate"]
+    assert "TracIn of 8 test samples" in capsys.readouterr().out
+
+
+def test_tracin_example_scores_are_gradient_dots():
+    """The lazy scores and self-influences against per-example gradients materialized
+    with einsum from the computed data (weights and biases together)."""
+    ex = _example("dask_tracin")
+    X, y = _example().make_data(2**11, 5, 3, 2**9, seed=1)
+    rng = np.random.default_rng(2)
+    checkpoints = [(rng.standard_normal((5, 3)), rng.standard_normal(3)) for _ in range(2)]
+    X_test, y_test = rng.standard_normal((4, 5)), np.array([0, 2, 1, 1])
+    scores, influence = ex.tracin_terms(checkpoints, 0.5, X, y, X_test, y_test)
+    assert scores.chunks == (X.chunks[0], (4,))
+    scores, influence, Xn, yn = dask.compute(scores, influence, X, y)
+    want_scores, want_influence = 0.0, 0.0
+    for W, c in checkpoints:
+        grads = []
+        for A, labels in ((Xn, yn), (X_test, y_test)):
+            z = A @ W + c
+            p = np.exp(z - z.max(axis=1, keepdims=True))
+            G = p / p.sum(axis=1, keepdims=True) - np.eye(3)[labels]
+            grads.append(np.concatenate([np.einsum("ba,bj->baj", A, G).reshape(len(A), -1), G], axis=1))
+        want_scores = want_scores + 0.5 * grads[0] @ grads[1].T
+        want_influence = want_influence + 0.5 * np.einsum("bk,bk->b", grads[0], grads[0])
+    assert_close(scores, want_scores, np.float64)
+    assert_close(influence, want_influence, np.float64)

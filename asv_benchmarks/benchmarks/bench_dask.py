@@ -1,7 +1,9 @@
-"""asv benchmarks for matderiv.dask: batch_grad, clip_and_sum and per_sample_grad_norms
-on dask arrays chunked along B (chunks of 2^16 rows, m = n = 64, float64) on the
-threaded scheduler, each next to the in-memory call on the same arrays.  Rows per
-second are B / time; the budget is dask <= 1.0 x in-memory at B = 2^20.
+"""asv benchmarks for matderiv.dask: batch_grad, clip_and_sum, per_sample_grad_norms,
+sum_grad_squared and per_sample_grad_dots (a numpy test batch of 256 rows against the
+chunked set, TracIn-style) on dask arrays chunked along B (chunks of 2^16 rows,
+m = n = 64, float64) on the threaded scheduler, each next to the in-memory call on the
+same arrays.  Rows per second are B / time; the budget is dask <= 1.0 x in-memory at
+B = 2^20 for the first three, <= 1.3 x for the statistics (DESIGN.md).
 """
 import numpy as np
 
@@ -29,6 +31,7 @@ class DaskThreaded:
         self.Xd = da.from_array(self.X, chunks=(CHUNK, 64))
         self.Gd = da.from_array(self.G, chunks=(CHUNK, 64))
         self.max_norm = float(np.median(md.per_sample_grad_norms(self.X[:4096], self.G[:4096])))
+        self.X2, self.G2 = rng.standard_normal((256, 64)), rng.standard_normal((256, 64))
 
     def time_dask_batch_grad(self, B):
         dask.compute(md.batch_grad(self.Xd, self.Gd), scheduler="threads")
@@ -50,3 +53,15 @@ class DaskThreaded:
 
     def time_memory_per_sample_grad_norms(self, B):
         md.per_sample_grad_norms(self.X, self.G)
+
+    def time_dask_sum_grad_squared(self, B):
+        dask.compute(md.sum_grad_squared(self.Xd, self.Gd), scheduler="threads")
+
+    def time_memory_sum_grad_squared(self, B):
+        md.sum_grad_squared(self.X, self.G)
+
+    def time_dask_per_sample_grad_dots(self, B):
+        dask.compute(md.per_sample_grad_dots(self.Xd, self.Gd, self.X2, self.G2), scheduler="threads")
+
+    def time_memory_per_sample_grad_dots(self, B):
+        md.per_sample_grad_dots(self.X, self.G, self.X2, self.G2)

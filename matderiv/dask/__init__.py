@@ -1,4 +1,5 @@
-"""The batched gradient functions on dask arrays chunked along the batch axis B.
+"""The batched gradient functions and their statistics on dask arrays chunked along the
+batch axis B.
 
     import dask.array as da
     X = da.random.standard_normal((2**22, 64), chunks=(2**16, 64))
@@ -20,5 +21,9 @@ except ImportError as exc:
     ) from exc
 
 from .gradients import batch_grad, clip_and_sum, per_sample_grad_norms, per_sample_grads
+from .statistics import grad_variance, kfac_factors, per_sample_grad_dots, sum_grad_squared
 
-__all__ = ["batch_grad", "clip_and_sum", "per_sample_grad_norms", "per_sample_grads"]
+__all__ = [
+    "batch_grad", "clip_and_sum", "grad_variance", "kfac_factors", "per_sample_grad_dots",
+    "per_sample_grad_norms", "per_sample_grads", "sum_grad_squared",
+]

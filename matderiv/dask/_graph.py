@@ -9,7 +9,8 @@ and returns a tuple of arrays.  From those chunk tuples:
   a third of the time of the norms on a 2-process cluster);
 * Chunks.per_sample: one field of every chunk tuple, likewise;
 * pairs:      func(X_i, G_i, X2_j, G2_j) for every pair of chunks, a (B, B2) array
-  (per_sample_grad_dots between two chunked batches);
+  (per_sample_grad_dots between two chunked batches; of one batch with itself, the
+  blocks on and above the diagonal, mirrored);
 * reduction:  some fields of every chunk tuple merged by a tree of `combine` calls over
   groups of SPLIT_EVERY partials, then `finalize`d: one pass over the data, small
   partials only (any combine works, e.g. Chan et al.'s (count, mean, M2) update).
@@ -59,13 +60,14 @@ def _checked(obj: Any, name: str) -> np.ndarray:
 
 def inputs(X: Any, G: Any) -> tuple[da.Array, da.Array, np.dtype]:
     """Check X and G with the in-memory rules and messages; return them as dask arrays
-    with the same chunks along B (X's, when X is a dask array), one chunk along every
-    other axis, and the result dtype."""
+    with the same chunks along B (X's, when X is a dask array, else G's, else one chunk),
+    one chunk along every other axis, and the result dtype."""
     Xa, Ga = _checked(X, "X"), _checked(G, "G")
     if Xa.ndim != Ga.ndim or Xa.shape[:-1] != Ga.shape[:-1]:
         gradients._inputs(Xa, Ga)  # raises the in-memory message (B, T or ndim differ)
     dtype = v.common_dtype({"X": Xa, "G": Ga}, allow_complex=False)
-    rows = (X if isinstance(X, da.Array) else G).chunks[0]
+    lazy = [A for A in (X, G) if isinstance(A, da.Array)]
+    rows = lazy[0].chunks[0] if lazy else (Xa.shape[0],)
     return _batch_chunked(X, Xa, rows), _batch_chunked(G, Ga, rows), dtype
 
 
@@ -215,20 +217,32 @@ class Chunks:
         return tuple(results)
 
 
-def pairs(func: Callable[..., np.ndarray], X: da.Array, G: da.Array, X2: da.Array, G2: da.Array,
+def pairs(func: Callable[..., np.ndarray], rows: Sequence[da.Array], cols: Sequence[da.Array] | None,
           dtype: np.dtype, **kwargs: Any) -> da.Array:
-    """The (B, B2) array whose block (i, j) is func(X_i, G_i, X2_j, G2_j, **kwargs), an
-    array (len(X_i), len(X2_j)): X's chunks along rows, X2's along columns."""
-    name = f"{func.__name__}-pairs-{tokenize(func.__name__, X, G, X2, G2, kwargs)}"
-    tail, tail2 = (0,) * (X.ndim - 1), (0,) * (X2.ndim - 1)
-    tasks = {
-        (name, i, j): (_run, func, kwargs, (X.name, i) + tail, (G.name, i) + tail,
-                       (X2.name, j) + tail2, (G2.name, j) + tail2)
-        for i in range(len(X.chunks[0]))
-        for j in range(len(X2.chunks[0]))
-    }
-    graph = HighLevelGraph.from_collections(name, tasks, dependencies=[X, G, X2, G2])
-    return _array(graph, name, (X.chunks[0], X2.chunks[0]), dtype)
+    """The (B, B2) array whose block (i, j) is func(*rows_i, *cols_j, **kwargs), an array
+    (len(rows_i), len(cols_j)), where rows_i are the chunks i of the arrays `rows` (all
+    chunked alike along B) and cols_j those of `cols`: rows' chunks along rows, cols'
+    along columns.  cols=None pairs rows with themselves and gives an exactly symmetric
+    result: func(*rows_i) on the diagonal (it must be exactly symmetric), func(*rows_i,
+    *rows_j) above it, and its transpose below."""
+    name = f"{func.__name__}-pairs-{tokenize(func.__name__, rows, cols, kwargs)}"
+    symmetric = cols is None
+    cols = rows if cols is None else cols
+
+    def chunks(arrays: Sequence[da.Array], k: int) -> list[Key]:
+        return [(A.name, k) + (0,) * (A.ndim - 1) for A in arrays]
+
+    tasks: dict[Key, Any] = {}
+    for i in range(len(rows[0].chunks[0])):
+        for j in range(len(cols[0].chunks[0])):
+            if not symmetric or i < j:
+                tasks[(name, i, j)] = (_run, func, kwargs, *chunks(rows, i), *chunks(cols, j))
+            elif i == j:
+                tasks[(name, i, j)] = (_run, func, kwargs, *chunks(rows, i))
+            else:
+                tasks[(name, i, j)] = (np.transpose, (name, j, i))
+    graph = HighLevelGraph.from_collections(name, tasks, dependencies=[*rows, *cols])
+    return _array(graph, name, (rows[0].chunks[0], cols[0].chunks[0]), dtype)
 
 
 def _array(graph: HighLevelGraph, name: str, chunks: tuple[tuple[int, ...], ...], dtype: np.dtype) -> da.Array:

@@ -1,0 +1,220 @@
+"""sum_grad_squared, grad_variance, per_sample_grad_dots and kfac_factors on dask arrays.
+
+The formulas, arguments and errors are those of matderiv.statistics, whose functions run
+on every chunk pair (X_k, G_k) (per pair of chunks for the dot products).  Decisions:
+
+* The three reductions are one pass: a tree of small partials, one-chunk results.
+  sum_grad_squared and kfac_factors sum unnormalized per-chunk sums (divided by the
+  counts at the end); grad_variance merges (count, mean, M2) partials with Chan et al.'s
+  update, so it reads the data once and cancels nothing (means in float64).
+* max_bytes= of sum_grad_squared and grad_variance is checked now against the output,
+  which has the in-memory size; that of per_sample_grad_dots bounds each (B_i, B2_j)
+  block when computed (the (B, B2) result is lazy, like per_sample_grads').
+* per_sample_grad_dots of a batch with itself computes the blocks on and above the
+  diagonal and mirrors them: K == K.T exactly, normalized or not.  normalize=True
+  computes each chunk's norms once and scales the blocks by their outer products.
+"""
+from __future__ import annotations
+
+import functools
+import re
+from typing import Any
+
+import dask.array as da
+import numpy as np
+
+from .. import _validation as v
+from .. import gradients
+from .. import statistics as mem
+from ._graph import Chunks, _checked, inputs, pairs, per_sample_map, sum_partials
+from .gradients import _check_max_bytes, _same
+
+__all__ = ["grad_variance", "kfac_factors", "per_sample_grad_dots", "sum_grad_squared"]
+
+
+def _output_check(what: str, Xd: da.Array, Gd: da.Array, convention: str, bias: bool, dtype: np.dtype,
+                  max_bytes: int | None) -> list[tuple[tuple[int, ...], np.dtype]]:
+    """The outputs (W's shape[, (n,)]) as (shape, dtype), checked against max_bytes."""
+    n, m = Gd.shape[-1], Xd.shape[-1]
+    shape = gradients._W_shape(n, m, convention)
+    mem._output_check(what, shape, n, bias, dtype, max_bytes)
+    return [(shape, dtype)] + ([((n,), dtype)] if bias else [])
+
+
+# --- sum of squares ---------------------------------------------------------------------------
+def sum_grad_squared(
+    X: Any, G: Any, *, convention: str = "Wx", bias: bool = False, max_bytes: int | None = None,
+) -> da.Array | tuple[da.Array, da.Array]:
+    """Lazy matderiv.sum_grad_squared: one in-memory call per chunk, summed by a tree
+    reduction; one-chunk results."""
+    v.check_choice(convention, "convention", mem.CONVENTIONS)
+    bias = v.check_flag(bias, "bias")
+    Xd, Gd, dtype = inputs(X, G)
+    outputs = _output_check("sum_grad_squared", Xd, Gd, convention, bias, dtype, max_bytes)
+    chunks = Chunks(mem.sum_grad_squared, Xd, Gd, convention=convention, bias=bias)
+    result = chunks.reduction(range(len(outputs)), sum_partials, _same, outputs)
+    return result if bias else result[0]
+
+
+# --- variance ---------------------------------------------------------------------------------
+def grad_variance(
+    X: Any, G: Any, *, convention: str = "Wx", bias: bool = False, ddof: int = 0,
+    max_bytes: int | None = None,
+) -> da.Array | tuple[da.Array, da.Array]:
+    """Lazy matderiv.grad_variance in one pass: each chunk's (count, mean, M2) ("Wx";
+    and those of db with bias), merged by Chan et al.'s update in a tree, then
+    M2 / (B - ddof) (B = 0 gives NaN, B <= ddof divides by 0 as np.var does)."""
+    v.check_choice(convention, "convention", mem.CONVENTIONS)
+    bias = v.check_flag(bias, "bias")
+    ddof = v.check_size(ddof, "ddof")
+    Xd, Gd, dtype = inputs(X, G)
+    outputs = _output_check("grad_variance", Xd, Gd, convention, bias, dtype, max_bytes)
+    chunks = Chunks(_moments, Xd, Gd, bias=bias)
+    finalize = functools.partial(_variances, Xd.shape[0], ddof, convention, dtype)
+    result = chunks.reduction(range(1 + 2 * len(outputs)), _chan, finalize, outputs)
+    return result if bias else result[0]
+
+
+def _moments(X: np.ndarray, G: np.ndarray, *, bias: bool) -> tuple[Any, ...]:
+    """One chunk's (count, mean, M2) of g_b ("Wx", float64), then those of db_b with bias:
+    M2 from the in-memory grad_variance (no cancellation), the mean a float64 sum of
+    blocks of samples converted at a time (within BLOCK_BYTES).  No samples: zeros."""
+    _, _, Xc, Gc = gradients._inputs(X, G)
+    k, n, m = Xc.shape[0], Gc.shape[-1], Xc.shape[-1]
+    if k == 0:
+        return (0,) + (np.zeros((n, m)), np.zeros((n, m))) + ((np.zeros(n), np.zeros(n)) if bias else ())
+    step = k if Xc.dtype == np.float64 else gradients._block_size(8 * (Xc[0].size + Gc[0].size), k)
+    total, total_b = np.zeros((n, m)), np.zeros(n)
+    for lo in range(0, k, step):
+        Gb = Gc[lo : lo + step].astype(np.float64, copy=False)
+        total += gradients.batch_grad(Xc[lo : lo + step].astype(np.float64, copy=False), Gb)
+        if bias:
+            total_b += gradients._bias_grads(Gb).sum(axis=0)
+    variances = mem.grad_variance(Xc, Gc, bias=bias)
+    if not bias:
+        return k, total / k, np.multiply(variances, k, dtype=np.float64)
+    return k, total / k, np.multiply(variances[0], k, dtype=np.float64), total_b / k, np.multiply(variances[1], k, dtype=np.float64)
+
+
+def _chan(parts: list[tuple[Any, ...]]) -> tuple[Any, ...]:
+    """Merge (count, mean, M2, ...) partials (pairs of mean and M2 after the count):
+    Chan et al.'s update, M2 = M2_a + M2_b + delta^2 n_a n_b / n.  A partial of no
+    samples contributes nothing."""
+    count, *acc = parts[0]
+    for k, *fields in parts[1:]:
+        if k == 0:
+            continue
+        if count == 0:
+            count, acc = k, fields
+            continue
+        total = count + k
+        merged = []
+        for mean_a, m2_a, mean_b, m2_b in zip(acc[0::2], acc[1::2], fields[0::2], fields[1::2]):
+            delta = mean_b - mean_a
+            merged += [mean_a + delta * (k / total), m2_a + m2_b + np.square(delta) * (count * k / total)]
+        count, acc = total, merged
+    return (count, *acc)
+
+
+def _variances(B: int, ddof: int, convention: str, dtype: np.dtype, part: tuple[Any, ...]) -> tuple[np.ndarray, ...]:
+    """(vW[, vb]) from the merged partial: M2 / (B - ddof), in the convention and dtype."""
+    vW = mem._oriented(mem._per_dof(part[2], B, ddof), convention, dtype)
+    return (vW,) if len(part) == 3 else (vW, mem._per_dof(part[4], B, ddof).astype(dtype))
+
+
+# --- gradient dot products --------------------------------------------------------------------
+def per_sample_grad_dots(
+    X: Any, G: Any, X2: Any = None, G2: Any = None, *, bias: bool = False, normalize: bool = False,
+    max_bytes: int | None = None,
+) -> da.Array:
+    """Lazy matderiv.per_sample_grad_dots: (B, B2) with X's chunks along rows and X2's
+    (or G2's; one chunk when both are numpy) along columns, one in-memory call per pair
+    of chunks.  X2, G2 None: K of X, G with itself, exactly symmetric (blocks above the
+    diagonal mirrored).  normalize=True: each chunk's inverse norms once, K_ij scaled by
+    their outer product (0 for a zero gradient)."""
+    bias = v.check_flag(bias, "bias")
+    normalize = v.check_flag(normalize, "normalize")
+    if (X2 is None) != (G2 is None):
+        mem._dots_inputs(X, G, X2, G2)  # raises the in-memory message before reading X, G
+    Xd, Gd, dtype = inputs(X, G)
+    second = None if X2 is None else _second_batch(Xd, Gd, X2, G2)
+    if second is not None:
+        dtype = np.result_type(dtype, second[2])
+    _check_max_bytes(max_bytes, "per_sample_grad_dots")
+    rows = [Xd.astype(dtype), Gd.astype(dtype)]
+    cols = None if second is None else [second[0].astype(dtype), second[1].astype(dtype)]
+    if normalize:  # each chunk's inverse norms, once, next to its X and G
+        for side in filter(None, (rows, cols)):
+            side.append(per_sample_map(_inverse_norms, *side, (), dtype, bias=bias, n_threads=None))
+    return pairs(_dots_block, rows, cols, dtype, bias=bias, normalize=normalize, max_bytes=max_bytes)
+
+
+def _second_batch(Xd: da.Array, Gd: da.Array, X2: Any, G2: Any) -> tuple[da.Array, da.Array, np.dtype]:
+    """X2 and G2 checked as the in-memory function does (the same messages, nothing
+    computed), as inputs() returns them."""
+    X2a, G2a = _checked(X2, "X2"), _checked(G2, "G2")
+    if X2a.ndim != G2a.ndim or X2a.shape[:-1] != G2a.shape[:-1]:
+        try:
+            gradients._inputs(X2a, G2a)
+        except ValueError as exc:  # the same checks, named for the second batch
+            raise ValueError(re.sub(r"\b([XG])\b", r"\g<1>2", str(exc))) from None
+    if X2a.ndim != Xd.ndim:
+        raise ValueError(
+            f"X2: expected {Xd.ndim}-D like X (shape {v._shape_str(Xd.shape)}), "
+            f"got {X2a.ndim}-D with shape {v._shape_str(X2a.shape)}"
+        )
+    for name, a, b in (("X2", X2a, Xd), ("G2", G2a, Gd)):
+        if a.shape[-1] != b.shape[-1]:
+            raise ValueError(
+                f"{name}: expected {b.shape[-1]} columns (last axis) like {name[0]}, got shape "
+                f"{v._shape_str(a.shape)}"
+            )
+    return inputs(X2, G2)
+
+
+def _inverse_norms(X: np.ndarray, G: np.ndarray, *, bias: bool, n_threads: int | None) -> np.ndarray:
+    """1 / ||g_b|| for one chunk's samples (0 for a zero gradient), as the in-memory normalize."""
+    _, _, Xc, Gc = gradients._inputs(X, G)
+    return mem._inverse_norms(Xc, Gc, bias, v.n_threads_value(n_threads))
+
+
+def _dots_block(*chunks: np.ndarray, bias: bool, normalize: bool, max_bytes: int | None) -> np.ndarray:
+    """One block of K from the chunks (X_i, G_i[, u_i]) of the rows and then those of
+    the columns, or of the rows alone for a diagonal block of a symmetric K (then
+    exactly symmetric: the in-memory function mirrors, and u_a u_b = u_b u_a)."""
+    per = 2 + normalize
+    mine, theirs = chunks[:per], chunks[per:]
+    K = mem.per_sample_grad_dots(*mine[:2], *theirs[:2], bias=bias, max_bytes=max_bytes)
+    if normalize:
+        K *= np.multiply.outer(mine[2], (theirs or mine)[2])
+    return K
+
+
+# --- K-FAC --------------------------------------------------------------------------------------
+def kfac_factors(X: Any, G: Any, *, bias: bool = False, mode: str = "expand") -> tuple[da.Array, da.Array]:
+    """Lazy matderiv.kfac_factors: each chunk's unnormalized sums (the in-memory factors
+    times their counts), summed by a tree reduction and divided by the counts of the
+    whole batch at the end; A and S exactly symmetric, one-chunk results."""
+    bias = v.check_flag(bias, "bias")
+    v.check_choice(mode, "mode", mem.KFAC_MODES)
+    Xd, Gd, dtype = inputs(X, G)
+    B, m, n = Xd.shape[0], Xd.shape[-1], Gd.shape[-1]
+    count = B * Xd.shape[1] if Xd.ndim == 3 and mode == "expand" else B
+    chunks = Chunks(_kfac_sums, Xd, Gd, bias=bias, mode=mode)
+    outputs = [((m + bias, m + bias), dtype), ((n, n), dtype)]
+    return chunks.reduction([0, 1], sum_partials, functools.partial(_kfac_means, count, B), outputs)
+
+
+def _kfac_sums(X: np.ndarray, G: np.ndarray, *, bias: bool, mode: str) -> tuple[np.ndarray, np.ndarray]:
+    """One chunk's sums behind A and S: the in-memory factors times the counts they were
+    divided by (zeros where a count is 0)."""
+    A, S = mem.kfac_factors(X, G, bias=bias, mode=mode)
+    k = X.shape[0]
+    count = k * X.shape[1] if X.ndim == 3 and mode == "expand" else k
+    return (A * count if count else np.zeros_like(A)), (S * k if k else np.zeros_like(S))
+
+
+def _kfac_means(count: int, B: int, sums: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """A = sum / count, S = sum / B (0 / 0 = NaN for no samples, as in memory)."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return sums[0] / count, sums[1] / B
