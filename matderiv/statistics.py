@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable
-from typing import Literal, overload
+from typing import Any, Literal, overload
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -251,23 +251,31 @@ def _dots_inputs(X, G, X2, G2) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.n
     if X2 is None:
         return Xc, Gc, Xc, Gc, True
     X2a, G2a = v.as_array(X2, "X2", (2, 3), allow_complex=False), v.as_array(G2, "G2", (2, 3), allow_complex=False)
-    try:
-        _, _, X2c, G2c = _inputs(X2a, G2a)
-    except ValueError as exc:  # the same checks, named for the second batch
-        raise ValueError(re.sub(r"\b([XG])\b", r"\g<1>2", str(exc))) from None
-    if X2c.ndim != Xc.ndim:
+    check_second_batch(Xc, Gc, X2a, G2a)
+    _, _, X2c, G2c = _inputs(X2a, G2a)
+    dtype = np.result_type(Xc.dtype, X2c.dtype)
+    return tuple(v.contiguous(a, dtype) for a in (Xc, Gc, X2c, G2c)) + (False,)  # type: ignore[return-value]
+
+
+def check_second_batch(X: Any, G: Any, X2: Any, G2: Any) -> None:
+    """X2 and G2 against each other (as X and G are) and against X and G: the same ndim
+    and widths. Shapes alone are read, so dask arrays are checked without computing."""
+    if X2.ndim != G2.ndim or X2.shape[:-1] != G2.shape[:-1]:
+        try:
+            _inputs(X2, G2)
+        except ValueError as exc:  # the same checks, named for the second batch
+            raise ValueError(re.sub(r"\b([XG])\b", r"\g<1>2", str(exc))) from None
+    if X2.ndim != X.ndim:
         raise ValueError(
-            f"X2: expected {Xc.ndim}-D like X (shape {v._shape_str(Xc.shape)}), "
-            f"got {X2c.ndim}-D with shape {v._shape_str(X2c.shape)}"
+            f"X2: expected {X.ndim}-D like X (shape {v._shape_str(X.shape)}), "
+            f"got {X2.ndim}-D with shape {v._shape_str(X2.shape)}"
         )
-    for name, a, b in (("X2", X2c, Xc), ("G2", G2c, Gc)):
+    for name, a, b in (("X2", X2, X), ("G2", G2, G)):
         if a.shape[-1] != b.shape[-1]:
             raise ValueError(
                 f"{name}: expected {b.shape[-1]} columns (last axis) like {name[0]}, got shape "
                 f"{v._shape_str(a.shape)}"
             )
-    dtype = np.result_type(Xc.dtype, X2c.dtype)
-    return tuple(v.contiguous(a, dtype) for a in (Xc, Gc, X2c, G2c)) + (False,)  # type: ignore[return-value]
 
 
 def _grad_dots(Xc, Gc, X2c, G2c, same: bool, bias: bool, route: str | None = None) -> np.ndarray:

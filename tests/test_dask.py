@@ -724,3 +724,16 @@ def test_tracin_example_scores_are_gradient_dots():
         want_influence = want_influence + 0.5 * np.einsum("bk,bk->b", grads[0], grads[0])
     assert_close(scores, want_scores, np.float64)
     assert_close(influence, want_influence, np.float64)
+
+
+def test_dots_dispatch_on_a_dask_second_batch():
+    """md.per_sample_grad_dots with numpy X, G and a dask X2, G2 stays lazy (X2 is never pulled in whole)."""
+    rng = np.random.default_rng(11)
+    X, G = rng.standard_normal((5, 4)), rng.standard_normal((5, 3))
+    X2, G2 = rng.standard_normal((9, 4)), rng.standard_normal((9, 3))
+    want = md.per_sample_grad_dots(X, G, X2, G2)
+    for args, kwargs in (((da.from_array(X2, chunks=4), da.from_array(G2, chunks=4)), {}),
+                         ((), {"X2": da.from_array(X2, chunks=4), "G2": G2})):
+        got = md.per_sample_grad_dots(X, G, *args, **kwargs)
+        assert isinstance(got, da.Array)
+        np.testing.assert_allclose(got.compute(), want, rtol=1e-12, atol=1e-12)

@@ -10,7 +10,7 @@ import pytest
 import scipy.sparse as sp
 
 import matderiv as md
-from conftest import DTYPES, FORMATS, LAYOUTS, ORDERS, assert_close, random_array, vec, wider
+from conftest import DTYPES, FORMATS, LAYOUTS, ORDERS, assert_close, random_array, wider
 
 
 def all_forms(J):

@@ -27,16 +27,17 @@ def loaded_runtimes():
 
 def _load():
     """Import the kernels with the runtime configured; return how its wait policy was set."""
-    if any(name in os.environ for name in _USER_VARS):
-        from . import _openmp
-        return "set by the environment (" + ", ".join(
-            f"{name}={os.environ[name]}" for name in _USER_VARS if name in os.environ) + ")"
+    user = {name: os.environ[name] for name in _USER_VARS if name in os.environ}
     preloaded = loaded_runtimes()
-    os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+    if not user:
+        os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
     try:
         from . import _openmp
     finally:
-        del os.environ["OMP_WAIT_POLICY"]
+        if not user:
+            del os.environ["OMP_WAIT_POLICY"]
+    if user:
+        return "set by the environment (" + ", ".join(f"{k}={val}" for k, val in user.items()) + ")"
     if not _openmp.have_openmp():
         return "none (serial build)"
     if preloaded and set(loaded_runtimes()) <= set(preloaded):  # ours was already there

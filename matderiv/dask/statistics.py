@@ -17,7 +17,6 @@ on every chunk pair (X_k, G_k) (per pair of chunks for the dot products).  Decis
 from __future__ import annotations
 
 import functools
-import re
 from typing import Any
 
 import dask.array as da
@@ -152,23 +151,7 @@ def per_sample_grad_dots(
 def _second_batch(Xd: da.Array, Gd: da.Array, X2: Any, G2: Any) -> tuple[da.Array, da.Array, np.dtype]:
     """X2 and G2 checked as the in-memory function does (the same messages, nothing
     computed), as inputs() returns them."""
-    X2a, G2a = _checked(X2, "X2"), _checked(G2, "G2")
-    if X2a.ndim != G2a.ndim or X2a.shape[:-1] != G2a.shape[:-1]:
-        try:
-            gradients._inputs(X2a, G2a)
-        except ValueError as exc:  # the same checks, named for the second batch
-            raise ValueError(re.sub(r"\b([XG])\b", r"\g<1>2", str(exc))) from None
-    if X2a.ndim != Xd.ndim:
-        raise ValueError(
-            f"X2: expected {Xd.ndim}-D like X (shape {v._shape_str(Xd.shape)}), "
-            f"got {X2a.ndim}-D with shape {v._shape_str(X2a.shape)}"
-        )
-    for name, a, b in (("X2", X2a, Xd), ("G2", G2a, Gd)):
-        if a.shape[-1] != b.shape[-1]:
-            raise ValueError(
-                f"{name}: expected {b.shape[-1]} columns (last axis) like {name[0]}, got shape "
-                f"{v._shape_str(a.shape)}"
-            )
+    mem.check_second_batch(Xd, Gd, _checked(X2, "X2"), _checked(G2, "G2"))
     return inputs(X2, G2)
 
 
