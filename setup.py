@@ -6,6 +6,10 @@ Environment switches:
   MATDERIV_REQUIRE_OPENMP=1  make a missing OpenMP a build error that shows the
                              compiler's output, instead of a fall-back to serial kernels
 
+Kernels are optimised with -O3 unless CFLAGS names an optimisation level itself (e.g.
+CFLAGS="-O1 -g -fsanitize=address,undefined", as .ci/sanitizers builds them), and the
+extensions compile in parallel unless build_ext is given -j/--parallel.
+
 The OpenMP probe builds a small shared library the way the extensions are built: the
 same compiler object (so CC, CFLAGS, CPPFLAGS, LDSHARED and LDFLAGS apply), the same
 optimisation and OpenMP flags, the same libraries. A build with custom flags, e.g.
@@ -15,6 +19,7 @@ on ..." or the reason it is off); `pip -q` hides it, hence MATDERIV_REQUIRE_OPEN
 """
 import contextlib
 import os
+import shlex
 import sys
 import tempfile
 
@@ -77,9 +82,23 @@ def _output_to(path):
             os.close(fd)
 
 
+def _optimisation_flags(compiler):
+    """-O3, unless the compiler is MSVC or CFLAGS sets its own -O level."""
+    if compiler.compiler_type == "msvc":
+        return []
+    if any(flag.startswith("-O") for flag in shlex.split(os.environ.get("CFLAGS", ""))):
+        return []
+    return ["-O3"]
+
+
 class BuildExt(build_ext):
+    def finalize_options(self):
+        if self.parallel is None:
+            self.parallel = True  # one job per core: the kernels compile independently
+        super().finalize_options()
+
     def build_extensions(self):
-        opt = [] if self.compiler.compiler_type == "msvc" else ["-O3"]
+        opt = _optimisation_flags(self.compiler)
         cflags, lflags = self._openmp_flags(opt)
         for ext in self.extensions:
             ext.extra_compile_args = opt + cflags
