@@ -13,6 +13,7 @@ of their terms, a bound that cancellation cannot loosen.
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import scipy.sparse as sp
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -24,7 +25,7 @@ from conftest import CONVENTIONS, FORMATS, LAYOUTS, ORDERS, ref_tensor, ref_vec,
 settings.register_profile(
     "matderiv-properties",
     deadline=None,  # the first call of a kernel, and busy CI machines, are slow
-    max_examples=100,
+    max_examples=250,
     print_blob=True,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
@@ -188,58 +189,71 @@ def test_every_jacobian_form_matches_kron_and_einsum(data):
 
 
 # --- gradients ---------------------------------------------------------------------------
-@settings(PROPERTIES, max_examples=300)  # cheap examples: explore more of them
-@given(st.data())
-def test_every_gradient_function_matches_einsum(data):
-    draw = data.draw
-    convention = draw(st.sampled_from(CONVENTIONS), label="convention")
-    bias = draw(st.booleans(), label="bias")
-    sequences = draw(st.booleans(), label="3-D")
-    B, T, n, m = (draw(SIZES, label=name) for name in ("B", "T", "n", "m"))
+class Batch:
+    """X (B, m) or (B, T, m) and G (B, n) or (B, T, n) as drawn (any dtype and layout),
+    with the per-sample gradients and bias gradients computed by einsum in float64, and
+    the sums of absolute values of their terms (the error bounds)."""
+
+    def __init__(self, X, G, convention: str, sequences: bool):
+        self.X, self.G, self.convention = X, G, convention
+        B, m, n = X.shape[0], X.shape[-1], G.shape[-1]
+        self.B, self.steps = B, (X.shape[1] if sequences else 1)
+        self.dtype = result_dtype(X.dtype, G.dtype)
+        self.X3 = plain(X, np.float64).reshape(B, self.steps, m)  # 2-D: sequences of one step
+        self.G3 = plain(G, np.float64).reshape(B, self.steps, n)
+        spec = "btn,btm->bnm" if convention == "Wx" else "btm,btn->bmn"
+        pair = (self.G3, self.X3) if convention == "Wx" else (self.X3, self.G3)
+        self.grads = np.einsum(spec, *pair)  # (B,) + W.shape
+        self.bound = np.einsum(spec, *map(np.abs, pair))
+        self.db, self.db_bound = self.G3.sum(axis=1), np.abs(self.G3).sum(axis=1)
+
+
+@st.composite
+def batches(draw, *, sequences: bool | None = None, convention: str | None = None, n: int | None = None, m: int | None = None) -> Batch:
+    convention = draw(st.sampled_from(CONVENTIONS), label="convention") if convention is None else convention
+    sequences = draw(st.booleans(), label="3-D") if sequences is None else sequences
+    B, T = draw(SIZES, label="B"), draw(SIZES, label="T")
+    n = draw(SIZES, label="n") if n is None else n
+    m = draw(SIZES, label="m") if m is None else m
     lead = (B, T) if sequences else (B,)
-    x_dtype = draw(st.sampled_from(GRADIENT_DTYPES), label="X dtype")
-    g_dtype = draw(st.sampled_from(GRADIENT_DTYPES), label="G dtype")
-    X = draw(array_views(x_dtype, lead + (m,)), label="X")
-    G = draw(array_views(g_dtype, lead + (n,)), label="G")
-    n_threads = draw(st.sampled_from(N_THREADS), label="n_threads")
-    max_norm = draw(st.floats(0.1, 100), label="max_norm")
+    X = draw(array_views(draw(st.sampled_from(GRADIENT_DTYPES), label="X dtype"), lead + (m,)), label="X")
+    G = draw(array_views(draw(st.sampled_from(GRADIENT_DTYPES), label="G dtype"), lead + (n,)), label="G")
+    return Batch(X, G, convention, sequences)
 
-    rdt = result_dtype(x_dtype, g_dtype)
-    steps = T if sequences else 1
-    X3 = plain(X, np.float64).reshape(B, steps, m)  # 2-D inputs as sequences of one step
-    G3 = plain(G, np.float64).reshape(B, steps, n)
-    spec = "btn,btm->bnm" if convention == "Wx" else "btm,btn->bmn"
-    pair = (G3, X3) if convention == "Wx" else (X3, G3)
-    grads = np.einsum(spec, *pair)  # (B,) + W.shape: the per-sample gradients
-    bound = np.einsum(spec, *map(np.abs, pair))
-    db, db_bound = G3.sum(axis=1), np.abs(G3).sum(axis=1)
 
-    def check(result, expected, expected_bound, expected_db, expected_db_bound):
-        if bias:
-            result, got_db = result
-            assert_within(got_db, expected_db, expected_db_bound, rdt)
-        assert_within(result, expected, expected_bound, rdt)
+def check(result, expected, bound, db_expected, db_bound, dtype, bias: bool) -> None:
+    """assert_within for a weight result, or for (weight, bias) results when bias=True."""
+    if bias:
+        result, db = result
+        assert_within(db, db_expected, db_bound, dtype)
+    assert_within(result, expected, bound, dtype)
 
+
+@settings(PROPERTIES, max_examples=400)  # cheap examples: explore more of them
+@given(batches(), st.booleans(), st.sampled_from(N_THREADS), st.floats(0.1, 100))
+def test_every_gradient_function_matches_einsum(batch, bias, n_threads, max_norm):
+    X, G, B, rdt, kw = batch.X, batch.G, batch.B, batch.dtype, dict(convention=batch.convention, bias=bias)
+    grads, bound, db, db_bound = batch.grads, batch.bound, batch.db, batch.db_bound
+
+    check(md.per_sample_grads(X, G, n_threads=n_threads, **kw), grads, bound, db, db_bound, rdt, bias)
     check(
-        md.per_sample_grads(X, G, convention=convention, bias=bias, n_threads=n_threads),
-        grads, bound, db, db_bound,
+        md.batch_grad(X, G, reduce="sum", **kw),
+        grads.sum(axis=0), bound.sum(axis=0), db.sum(axis=0), db_bound.sum(axis=0), rdt, bias,
     )
-    check(
-        md.batch_grad(X, G, convention=convention, bias=bias, reduce="sum"),
-        grads.sum(axis=0), bound.sum(axis=0), db.sum(axis=0), db_bound.sum(axis=0),
-    )
-    mean = md.batch_grad(X, G, convention=convention, bias=bias, reduce="mean")
+    mean = md.batch_grad(X, G, reduce="mean", **kw)
     if B == 0:  # the mean over no samples is NaN (0/0), as np.mean of an empty axis
         assert all(np.isnan(r).all() and r.dtype == rdt for r in (mean if bias else (mean,)))
     else:
-        check(mean, grads.sum(axis=0) / B, bound.sum(axis=0) / B, db.sum(axis=0) / B, db_bound.sum(axis=0) / B)
+        sums = (grads, bound, db, db_bound)
+        check(mean, *(a.sum(axis=0) / B for a in sums), rdt, bias)
 
     # Norms: exact up to rounding in 2-D; in 3-D the Gram route is accurate to about
     # sqrt(eps) * ||G[b]|| ||X[b]|| (documented), so that is the absolute slack allowed.
     squares = (grads**2).sum(axis=(1, 2)) + ((db**2).sum(axis=1) if bias else 0)
     norms_ref = np.sqrt(squares)
-    scale = np.linalg.norm(G3.reshape(B, steps * n), axis=1) * (
-        np.linalg.norm(X3.reshape(B, steps * m), axis=1) + (np.sqrt(steps) if bias else 0)
+    T, n, m = batch.steps, G.shape[-1], X.shape[-1]
+    scale = np.linalg.norm(batch.G3.reshape(B, T * n), axis=1) * (
+        np.linalg.norm(batch.X3.reshape(B, T * m), axis=1) + (np.sqrt(T) if bias else 0)
     )
     norm_tol = rtol_for(rdt) * norms_ref + (rtol_for(rdt) + 1e-7) * scale
     norms = md.per_sample_grad_norms(X, G, bias=bias, n_threads=n_threads)
@@ -250,11 +264,101 @@ def test_every_gradient_function_matches_einsum(data):
     # norm moves each entry of c_b g_b by at most d (|entry| <= ||g_b||).
     with np.errstate(divide="ignore"):
         factor = np.minimum(1.0, max_norm / norms_ref)
-    clipped = np.einsum("b,bij->ij", factor, grads)
-    clipped_bound = np.einsum("b,bij->ij", factor, bound) + norm_tol.sum() / rtol_for(rdt)
-    db_clipped = factor @ db
-    db_clipped_bound = factor @ db_bound + norm_tol.sum() / rtol_for(rdt)
-    result = md.clip_and_sum(X, G, max_norm, convention=convention, bias=bias, n_threads=n_threads)
-    *sums, got_norms = result
+    slack = norm_tol.sum() / rtol_for(rdt)
+    *sums, got_norms = md.clip_and_sum(X, G, max_norm, n_threads=n_threads, **kw)
     assert (np.abs(got_norms - norms_ref) <= norm_tol).all() and got_norms.dtype == rdt
-    check(tuple(sums) if bias else sums[0], clipped, clipped_bound, db_clipped, db_clipped_bound)
+    check(
+        tuple(sums) if bias else sums[0],
+        np.einsum("b,bij->ij", factor, grads), np.einsum("b,bij->ij", factor, bound) + slack,
+        factor @ db, factor @ db_bound + slack, rdt, bias,
+    )
+
+
+# --- gradient statistics -------------------------------------------------------------------
+def gram(a: np.ndarray) -> np.ndarray:
+    """sum over samples and steps of outer(a[b, t], a[b, t])."""
+    return np.einsum("bti,btj->ij", a, a)
+
+
+@st.composite
+def batch_pairs(draw) -> tuple[Batch, Batch | None]:
+    """A batch and, half of the time, a second one with the same ndim, n and m."""
+    first = draw(batches())
+    if not draw(st.booleans(), label="second batch"):
+        return first, None
+    n, m = first.G.shape[-1], first.X.shape[-1]
+    return first, draw(batches(sequences=first.X.ndim == 3, convention=first.convention, n=n, m=m))
+
+
+@settings(PROPERTIES, max_examples=400)
+@given(batch_pairs(), st.booleans(), st.sampled_from([0, 1]), st.sampled_from(["expand", "reduce"]))
+def test_every_gradient_statistic_matches_einsum(pair, bias, ddof, mode):
+    batch, other = pair
+    X, G, B, rdt, kw = batch.X, batch.G, batch.B, batch.dtype, dict(convention=batch.convention, bias=bias)
+    grads, bound, db, db_bound = batch.grads, batch.bound, batch.db, batch.db_bound
+
+    # sum of squares: an error e in g_b moves g_b^2 by about 2 |g_b| e <= 2 bound_b e
+    check(
+        md.sum_grad_squared(X, G, **kw),
+        (grads**2).sum(axis=0), 3 * (bound**2).sum(axis=0), (db**2).sum(axis=0), 3 * (db_bound**2).sum(axis=0),
+        rdt, bias,
+    )
+
+    var = md.grad_variance(X, G, ddof=ddof, **kw)
+    if B == 0:  # no samples: NaN, as np.var of an empty axis
+        assert all(np.isnan(r).all() and r.dtype == rdt for r in (var if bias else (var,)))
+    elif B > ddof and not (rdt == np.float32 and X.ndim == 2):  # see the xfail test below
+        dof = B - ddof
+        check(
+            var,
+            np.var(grads, axis=0, ddof=ddof), 4 * (bound**2).sum(axis=0) / dof,
+            np.var(db, axis=0, ddof=ddof), 4 * (db_bound**2).sum(axis=0) / dof,
+            rdt, bias,
+        )
+
+    # Gram matrix of the per-sample gradients: K[a, b] = <g_a, g'_b> (+ <db_a, db'_b>)
+    second = other or batch
+    K = md.per_sample_grad_dots(X, G, *((other.X, other.G) if other else ()), bias=bias)
+    K_ref = np.einsum("aij,bij->ab", grads, second.grads)
+    K_bound = np.einsum("aij,bij->ab", bound, second.bound)
+    if bias:
+        K_ref += db @ second.db.T
+        K_bound += db_bound @ second.db_bound.T
+    assert_within(K, K_ref, K_bound, result_dtype(rdt, second.dtype))
+    if other is None:
+        assert np.array_equal(K, K.T)  # exactly symmetric
+
+    # K-FAC factors of the "Wx" layout; bias appends a 1 to every x
+    A, S = md.kfac_factors(X, G, bias=bias, mode=mode)
+    X3 = np.concatenate([batch.X3, np.ones(batch.X3.shape[:-1] + (1,))], axis=-1) if bias else batch.X3
+    G3, T = batch.G3, batch.steps
+    if B == 0:  # a mean over no samples
+        assert np.isnan(A).all() and np.isnan(S).all()
+    elif T > 0:
+        if mode == "expand":
+            A_ref, A_bound = gram(X3) / (B * T), gram(np.abs(X3)) / (B * T)
+            S_ref, S_bound = gram(G3) / B, gram(np.abs(G3)) / B
+        else:
+            xbar, gbar = X3.mean(axis=1), G3.sum(axis=1)
+            xabs, gabs = np.abs(X3).mean(axis=1), np.abs(G3).sum(axis=1)
+            A_ref, A_bound = xbar.T @ xbar / B, xabs.T @ xabs / B
+            S_ref, S_bound = gbar.T @ gbar / B, gabs.T @ gabs / B
+        assert_within(A, A_ref, A_bound, rdt)
+        assert_within(S, S_ref, S_bound, rdt)
+    assert np.array_equal(A, A.T, equal_nan=True) and np.array_equal(S, S.T, equal_nan=True)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="float32 2-D grad_variance centres on mean(G) x mean(X), far from mean(g) when G and "
+    "X are correlated across samples, and then cancels; remove this mark and the float32 2-D "
+    "exclusion in test_every_gradient_statistic_matches_einsum once fixed",
+)
+@pytest.mark.parametrize("big", [96.0, 1e4])
+def test_grad_variance_float32_2d_correlated_samples(big):
+    """Per-sample gradients 3, 0, 0: np.var is 2 (float32 exactly); X's large middle row
+    moves mean(X) but not g."""
+    X = np.array([[1.0], [big], [1.0]], np.float32)
+    G = np.array([[3.0], [0.0], [0.0]], np.float32)
+    expected = np.var(np.array([[[3.0]], [[0.0]], [[0.0]]]), axis=0)
+    assert_within(md.grad_variance(X, G), expected, 4 * 9 / 3, np.dtype(np.float32))

@@ -1,4 +1,5 @@
-"""Eight Python threads calling every kernel at once, on shared read-only inputs, get
+"""Eight Python threads calling every kernel at once (every Jacobian form, gradient function
+and gradient statistic), on shared read-only inputs, get
 results identical to the same calls made one at a time from a single thread.
 
 The kernels release the GIL, so the calls really overlap: each thread starts its own
@@ -26,7 +27,7 @@ def _read_only(a: np.ndarray) -> np.ndarray:
 
 
 def _calls() -> list:
-    """(name, call) for every Jacobian form and every gradient function."""
+    """(name, call) for every Jacobian form, gradient function and gradient statistic."""
     rng = np.random.default_rng(7)
     B, T, n, m = 8, 4, 24, 32
     x1 = _read_only(rng.standard_normal(m))
@@ -72,6 +73,26 @@ def _calls() -> list:
                 ]
                 calls.append((f"{tag} per_sample_grad_norms", lambda X=X, G=G, b=bias: md.per_sample_grad_norms(X, G, bias=b)))
                 calls.append((f"{tag} clip_and_sum", lambda X=X, G=G, kw=kw: md.clip_and_sum(X, G, 1.5, **kw)))
+                calls.append((f"{tag} sum_grad_squared", lambda X=X, G=G, kw=kw: md.sum_grad_squared(X, G, **kw)))
+                calls += [
+                    (f"{tag} grad_variance ddof={d}", lambda X=X, G=G, kw=kw, d=d: md.grad_variance(X, G, ddof=d, **kw))
+                    for d in (0, 1)
+                ]
+                calls += [
+                    (f"{tag} kfac_factors {mode}", lambda X=X, G=G, b=bias, mode=mode: md.kfac_factors(X, G, bias=b, mode=mode))
+                    for mode in ("expand", "reduce")
+                ]
+                X2, G2 = X[: B // 2], G[: B // 2]  # another batch: read-only views of the same data
+                calls += [
+                    (
+                        f"{tag} per_sample_grad_dots {label} normalize={norm}",
+                        lambda X=X, G=G, other=other, b=bias, norm=norm: md.per_sample_grad_dots(
+                            X, G, *other, bias=b, normalize=norm
+                        ),
+                    )
+                    for label, other in (("self", ()), ("two batches", (X2, G2)))
+                    for norm in (False, True)
+                ]
     return calls
 
 
