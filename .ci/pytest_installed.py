@@ -10,18 +10,24 @@ matderiv/ of its own.
 import os
 import sys
 
-import pytest
 
-import matderiv
-from matderiv._kernels import _kron, _openmp, _outer
+def main() -> int:
+    import pytest
 
-prefix, tests = os.path.realpath(sys.argv[1]), sys.argv[2]
-for mod in (matderiv, _kron, _openmp, _outer):
-    path = os.path.realpath(mod.__file__)
-    print(f"{mod.__name__}: {path}")
-    if os.path.commonpath([prefix, path]) != prefix:
-        sys.exit(f"pytest_installed: {mod.__name__} comes from {path}, not from under {prefix}")
-print(f"OpenMP: {'on' if _openmp.have_openmp() else 'off'}, {_openmp.max_threads()} threads")
-if os.environ.get("MATDERIV_REQUIRE_OPENMP", "0") not in ("", "0") and not _openmp.have_openmp():
-    sys.exit("pytest_installed: MATDERIV_REQUIRE_OPENMP=1 but the kernels were built without OpenMP")
-sys.exit(pytest.main(["-p", "no:cacheprovider", tests] + sys.argv[3:]))
+    import matderiv
+    from matderiv._kernels import _kron, _openmp, _outer
+
+    prefix, tests = os.path.realpath(sys.argv[1]), sys.argv[2]
+    for mod in (matderiv, _kron, _openmp, _outer):
+        path = os.path.realpath(mod.__file__)
+        print(f"{mod.__name__}: {path}")
+        if os.path.commonpath([prefix, path]) != prefix:
+            sys.exit(f"pytest_installed: {mod.__name__} comes from {path}, not from under {prefix}")
+    print(f"OpenMP: {'on' if _openmp.have_openmp() else 'off'}, {_openmp.max_threads()} threads")
+    if os.environ.get("MATDERIV_REQUIRE_OPENMP", "0") not in ("", "0") and not _openmp.have_openmp():
+        sys.exit("pytest_installed: MATDERIV_REQUIRE_OPENMP=1 but the kernels were built without OpenMP")
+    return pytest.main(["-p", "no:cacheprovider", tests] + sys.argv[3:])
+
+
+if __name__ == "__main__":  # not in the workers that spawn and forkserver start
+    sys.exit(main())
