@@ -307,7 +307,7 @@ def test_every_gradient_statistic_matches_einsum(pair, bias, ddof, mode):
     var = md.grad_variance(X, G, ddof=ddof, **kw)
     if B == 0:  # no samples: NaN, as np.var of an empty axis
         assert all(np.isnan(r).all() and r.dtype == rdt for r in (var if bias else (var,)))
-    elif B > ddof and not (rdt == np.float32 and X.ndim == 2):  # see the xfail test below
+    elif B > ddof:
         dof = B - ddof
         check(
             var,
@@ -348,12 +348,6 @@ def test_every_gradient_statistic_matches_einsum(pair, bias, ddof, mode):
     assert np.array_equal(A, A.T, equal_nan=True) and np.array_equal(S, S.T, equal_nan=True)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="float32 2-D grad_variance centres on mean(G) x mean(X), far from mean(g) when G and "
-    "X are correlated across samples, and then cancels; remove this mark and the float32 2-D "
-    "exclusion in test_every_gradient_statistic_matches_einsum once fixed",
-)
 @pytest.mark.parametrize("big", [96.0, 1e4])
 def test_grad_variance_float32_2d_correlated_samples(big):
     """Per-sample gradients 3, 0, 0: np.var is 2 (float32 exactly); X's large middle row
