@@ -15,14 +15,18 @@ stacked side by side by md.hstack_operators as one LinearOperator; lsmr only eve
 for its products, so the (B*n_out, n_params) matrix is never built. The same fit with
 finite differences (jac="2-point") needs n_params + 1 residual evaluations per Jacobian.
 
-    python examples/gauss_newton.py --samples 200 --hidden 6
+    python examples/gauss_newton.py        (2000 samples, network 32 -> 4 -> 2, 142 parameters)
 
-Wall time: each operator product is a handful of small numpy calls, and lsmr asks for
-up to n_params of them per iteration, while the finite-difference Jacobian is a dense
-matrix whose products are nearly free; so finite differences win on time for small
-networks like this one, and the exact operator wins per iteration once residuals are
-expensive (4x at 2000 samples, 4 -> 32 -> 3). The evaluation count is what the exact
-Jacobian saves everywhere.
+Measured with that command on a shared 2-core machine: both fits stop at the same cost
+(7e-13 relative apart) after the same 15 Jacobians, with 17 residual evaluations against
+2147 (126x fewer: each 2-point Jacobian costs 142), in 0.23-0.34 s against 0.43-0.72 s
+with OPENBLAS_NUM_THREADS=1, and 0.3-0.6 s against 3.5-5.2 s with numpy's default
+threads. The time is won on the evaluations: one product of the stacked operator is a
+few small numpy calls per block (about 65 us for matvec + rmatvec at 200 samples,
+3 -> 6 -> 2, against 5 us for the dense finite-difference matrix) and lsmr asks for
+tens of them per iteration. On a tiny network with few inputs and cheap residuals
+(--samples 200 --inputs 3 --hidden 6: 38 parameters, about 450 iterations) finite
+differences take less time (2.3 s against 3.0 s) while still needing 38x more evaluations.
 """
 from __future__ import annotations
 
@@ -106,7 +110,7 @@ def fit(X: np.ndarray, T: np.ndarray, theta0: np.ndarray, hidden: int, exact: bo
     return res, time.perf_counter() - start
 
 
-def main(n_samples: int = 200, hidden: int = 6, n_in: int = 3, n_out: int = 2, seed: int = 0,
+def main(n_samples: int = 2000, hidden: int = 4, n_in: int = 32, n_out: int = 2, seed: int = 0,
          noise: float = 0.05, tol: float = 1e-8, verbose: bool = True) -> dict[str, tuple]:
     """Fit with the matderiv Jacobian and with finite differences; returns
     {"matderiv": (result, seconds), "2-point": (result, seconds)}."""
@@ -135,8 +139,9 @@ def evaluations(res, finite_differences: bool, n_params: int) -> int:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--samples", type=int, default=200)
-    parser.add_argument("--hidden", type=int, default=6)
+    parser.add_argument("--samples", type=int, default=2000)
+    parser.add_argument("--inputs", type=int, default=32)
+    parser.add_argument("--hidden", type=int, default=4)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    main(args.samples, args.hidden, seed=args.seed)
+    main(args.samples, args.hidden, n_in=args.inputs, seed=args.seed)

@@ -33,6 +33,8 @@ class Factor:
         self.kind = kind
         self.shape = shape
         self.data = data
+        self.is_eye = kind == "eye"
+        self.per_sample = kind == "dense" and data.shape[0] != 1
         self._cache: dict[Any, Any] = {}  # transposes, kernel inputs: a factor never changes
 
     @classmethod
@@ -46,14 +48,6 @@ class Factor:
     @classmethod
     def sparse(cls, mat: Any) -> Factor:
         return cls("sparse", mat.shape, mat)
-
-    @property
-    def is_eye(self) -> bool:
-        return self.kind == "eye"
-
-    @property
-    def per_sample(self) -> bool:
-        return self.kind == "dense" and self.data.shape[0] != 1
 
     @property
     def nnz(self) -> int:
@@ -148,14 +142,12 @@ class Factor:
         c = self.shape[1]
         if self.per_sample:
             S = self.data.shape[0]
-            if Sx == 1 and sum_samples:
-                return X[:, 0] @ self.data.sum(axis=0)
-            if Sx == 1:  # one GEMM against every sample's factor
-                R = X.reshape(K * t, r) @ self._side_by_side()
-                return R.reshape(K, t, S, c).transpose(0, 2, 1, 3)
+            if Sx == 1:  # one GEMM against every sample's factor, rows (s, c): sample-major
+                R = _gemm(self._stacked_T(), X.reshape(K * t, r).T)
+                return R.reshape(S, c, K, t).transpose(2, 0, 3, 1)
             if sum_samples:  # one GEMM over (s, r)
-                X2 = X.transpose(0, 2, 1, 3).reshape(K * t, Sx * r)
-                return (X2 @ self.data.reshape(S * r, c)).reshape(K, t, c)
+                X2 = X.transpose(1, 3, 0, 2).reshape(Sx * r, K * t)
+                return (X2.T @ self.data.reshape(S * r, c)).reshape(K, t, c)
             return np.matmul(X, self.data)
         if sum_samples:
             X, Sx = X.sum(axis=1, keepdims=True), 1
@@ -164,12 +156,18 @@ class Factor:
         R = np.asarray(R).reshape(K, Sx, t, c)
         return R[:, 0] if sum_samples else R
 
-    def _side_by_side(self) -> np.ndarray:
-        """The per-sample factors side by side, (r, S*c) (kept: products reuse it)."""
-        if "cat" not in self._cache:
+    def _stacked_T(self) -> np.ndarray:
+        """The per-sample factors transposed and stacked, (S*c, r) (kept: products reuse it)."""
+        if "stacked_T" not in self._cache:
             S, r, c = self.data.shape
-            self._cache["cat"] = np.ascontiguousarray(self.data.transpose(1, 0, 2).reshape(r, S * c))
-        return self._cache["cat"]
+            self._cache["stacked_T"] = np.ascontiguousarray(self.data.transpose(0, 2, 1).reshape(S * c, r))
+        return self._cache["stacked_T"]
+
+
+def _gemm(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """a @ b for 2-D arrays; with an inner dimension of 1 (an outer product) by broadcasting,
+    which numpy's matmul computes in a loop many times slower than BLAS."""
+    return a * b if a.shape[1] == 1 else a @ b
 
 
 def compose(F: Factor, G: Factor) -> Factor:
@@ -281,10 +279,9 @@ class KroneckerJacobian(Jacobian):
 
     # --- products ------------------------------------------------------------------------
     def _forward(self, X: np.ndarray) -> np.ndarray:
-        """A_s @ X_c @ B_s for X (K, p, q): (K, S, n, k)."""
-        F = self._A.lmul(self._B.rmul(X[:, None]))
-        n, k = self._A.shape[0], self._B.shape[1]
-        return np.broadcast_to(F, (X.shape[0], self._samples, n, k))
+        """A_s @ X_c @ B_s for X (K, p, q): (K, S, n, k) (a batched Jacobian has a factor
+        per sample, so the products have the samples' axis already)."""
+        return self._A.lmul(self._B.rmul(X[:, None]))
 
     def _jvp(self, dW: np.ndarray, dtype: np.dtype) -> np.ndarray:
         return self._forward(dW[None])[0].reshape(self._samples, self._f_size)

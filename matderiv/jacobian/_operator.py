@@ -46,7 +46,8 @@ class JacobianOperator(LinearOperator):
         return super().rmatmat(self._check(X, self.shape[0], "rmatmat"))
 
     def _apply(self, X: np.ndarray, adjoint: bool) -> np.ndarray:
-        if X.dtype != self.dtype or not (X.flags.c_contiguous and X.flags.aligned):
+        flags = X.flags
+        if X.dtype != self.dtype or not (flags.c_contiguous and flags.aligned):
             X = v.contiguous(X, np.result_type(self.dtype, v.common_dtype({"x": X})))
         if adjoint != self._transposed:
             return self._jac._rmatmat(X, self._order)
@@ -83,16 +84,19 @@ class _HStack(LinearOperator):
     # already, and lsmr calls these tens of times per solve (the public methods'
     # checks would cost more than the products of small blocks).
     def _matmat(self, X: np.ndarray) -> np.ndarray:
-        out = np.zeros((self.shape[0], X.shape[1]), dtype=np.result_type(self.dtype, X.dtype))
+        out = np.zeros((self.shape[0], X.shape[1]), dtype=self._out_dtype(X))
         for block, (lo, hi) in zip(self._blocks, self._ranges):
             out += block._matmat(X[lo:hi])
         return out
 
     def _rmatmat(self, Y: np.ndarray) -> np.ndarray:
-        out = np.empty((self.shape[1], Y.shape[1]), dtype=np.result_type(self.dtype, Y.dtype))
+        out = np.empty((self.shape[1], Y.shape[1]), dtype=self._out_dtype(Y))
         for block, (lo, hi) in zip(self._blocks, self._ranges):
             out[lo:hi] = block._rmatmat(Y)
         return out
+
+    def _out_dtype(self, X: np.ndarray) -> np.dtype:
+        return self.dtype if X.dtype == self.dtype else np.result_type(self.dtype, X.dtype)
 
     def _matvec(self, x: np.ndarray) -> np.ndarray:
         return self._matmat(x.reshape(-1, 1)).ravel()
