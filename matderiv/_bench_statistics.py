@@ -75,7 +75,8 @@ def _dots(X: np.ndarray, G: np.ndarray, repeat: int) -> Row:
 def _kfac(X: np.ndarray, G: np.ndarray, repeat: int) -> Row:
     Xf, Gf = gradients._rows(X), gradients._rows(G)
     refs = {"numpy X.T @ X, G.T @ G": best_time(lambda: (Xf.T @ Xf, Gf.T @ Gf), repeat)}
-    if _fits(X, G):
+    nm = X.shape[-1] * G.shape[-1]
+    if _fits(X, G) and nm * nm * X.dtype.itemsize <= MATERIALIZE_LIMIT:  # the (nm, nm) Fisher too
 
         def materialize() -> np.ndarray:
             P = _grads(X, G).transpose(0, 2, 1).reshape(X.shape[0], -1)  # vec_F rows
