@@ -104,24 +104,12 @@ def _machine() -> str:
 
 def bench(quick: bool = False, file: TextIO = sys.stdout) -> None:
     """Time every kernel against the numpy/scipy ways and the write-once floor, in one run."""
-    from ._bench import print_table
-    from ._bench_gradients import gradient_rows
-    from ._bench_jacobian import jacobian_rows
-    from ._bench_kronecker import kronecker_rows
-    from ._bench_pipeline import pipeline_rows
-    from ._bench_statistics import statistics_rows
+    from ._bench import all_rows
+    from ._bench.timing import print_table
 
     print(f"matderiv {md.__version__} bench{' --quick' if quick else ''} on {_machine()}", file=file)
     print("speedup = reference time / matderiv time; /floor = matderiv time / write-once floor\n", file=file)
-    rows = jacobian_rows(quick) + kronecker_rows(quick) + gradient_rows(quick)
-    rows += statistics_rows(quick) + pipeline_rows(quick)
-    try:
-        from ._bench_dask import dask_rows
-    except ImportError:  # the dask extra is not installed
-        pass
-    else:
-        rows += dask_rows(quick)
-    print_table(rows, file)
+    print_table(all_rows(quick), file)
 
 
 def _positive(text: str) -> int:

@@ -1,7 +1,10 @@
-"""Route dask-array inputs of the batched gradient functions to matderiv.dask.
+"""Route dask-array inputs of the batched functions to their dask implementations.
 
-The check looks at types only (numpy arrays pass it first, in two identity tests)
-and never imports dask: a dask collection is recognised by its `__dask_graph__`.
+The in-memory functions are wrapped by `dask_aware`; matderiv.dask registers an
+implementation for each of them (`register`) when it is imported.  The one reference
+from the in-memory layer to dask is the lazy plugin load on the first dask input: the
+check looks at types only (numpy arrays pass it first, in identity tests) and a dask
+collection is recognised by its `__dask_graph__`, so a numpy call never imports dask.
 """
 from __future__ import annotations
 
@@ -14,23 +17,41 @@ import numpy as np
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+#: The plugin that registers the dask implementations when imported.
+PLUGIN = "matderiv.dask"
+
+#: public function -> its implementation for dask inputs
+_implementations: dict[Callable[..., Any], Callable[..., Any]] = {}
+
+
+def register(public: Callable[..., Any], implementation: Callable[..., Any]) -> None:
+    """Call `implementation` instead of the dask_aware function `public` on dask inputs."""
+    _implementations[public] = implementation
+
 
 def _is_dask(obj: Any) -> bool:
     return hasattr(type(obj), "__dask_graph__")
 
 
+def _has_dask(X: Any, G: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
+    """X or G, or a positional or keyword second batch (X2, G2), is a dask collection."""
+    if (type(X) is not np.ndarray or type(G) is not np.ndarray) and (_is_dask(X) or _is_dask(G)):
+        return True
+    return bool(args or "X2" in kwargs or "G2" in kwargs) and any(
+        _is_dask(a) for a in (*args, kwargs.get("X2"), kwargs.get("G2"))
+    )
+
+
 def dask_aware(func: F) -> F:
-    """Call matderiv.dask's function of the same name when X or G (or per_sample_grad_dots'
-    X2 or G2) is a dask collection."""
-    name = func.__name__
+    """func for in-memory inputs; its registered implementation when an input is a dask
+    collection (matderiv.dask is imported on the first such call)."""
 
     @functools.wraps(func)
     def wrapper(X: Any, G: Any, *args: Any, **kwargs: Any) -> Any:
-        if (type(X) is not np.ndarray or type(G) is not np.ndarray) and (_is_dask(X) or _is_dask(G)) or (
-            (args or "X2" in kwargs or "G2" in kwargs)  # per_sample_grad_dots' second batch
-            and any(_is_dask(a) for a in (*args, kwargs.get("X2"), kwargs.get("G2")))
-        ):
-            return getattr(importlib.import_module("matderiv.dask"), name)(X, G, *args, **kwargs)
-        return func(X, G, *args, **kwargs)
+        if not _has_dask(X, G, args, kwargs):
+            return func(X, G, *args, **kwargs)
+        if wrapper not in _implementations:
+            importlib.import_module(PLUGIN)  # registers every implementation
+        return _implementations[wrapper](X, G, *args, **kwargs)
 
     return wrapper  # type: ignore[return-value]

@@ -6,6 +6,8 @@ import os
 
 import numpy as np
 
+from . import _validation as v
+
 __all__ = ["OutputTooLargeError", "available_bytes", "check_output_bytes", "memory_limit"]
 
 
@@ -121,15 +123,7 @@ def memory_limit() -> tuple[int | None, str]:
     """
     env = os.environ.get("MATDERIV_MAX_BYTES")
     if env is not None and env.strip():
-        try:
-            value = int(env)
-        except ValueError:
-            raise ValueError(
-                f"MATDERIV_MAX_BYTES: expected a non-negative integer, got {env!r}"
-            ) from None
-        if value < 0:
-            raise ValueError(f"MATDERIV_MAX_BYTES: expected a non-negative integer, got {value}")
-        return value, "MATDERIV_MAX_BYTES"
+        return v.byte_setting(env, "MATDERIV_MAX_BYTES"), "MATDERIV_MAX_BYTES"
     candidates = []
     available = _mem_available()
     if available is not None:
@@ -159,15 +153,7 @@ def _resolve_limit(max_bytes: int | None, nbytes: int) -> tuple[int | None, str]
         if nbytes < _SMALL_OUTPUT and "MATDERIV_MAX_BYTES" not in os.environ:
             return None, ""
         return memory_limit()
-    if isinstance(max_bytes, bool) or not isinstance(max_bytes, (int, np.integer)):
-        raise TypeError(f"max_bytes: expected an int or None, got {type(max_bytes).__name__}")
-    if max_bytes < 0:
-        raise ValueError(f"max_bytes: expected a non-negative int, got {max_bytes}")
-    return int(max_bytes), "max_bytes="
-
-
-#: numpy's largest array size in bytes, and largest dimension (np.intp).
-_MAX_DIM = int(np.iinfo(np.intp).max)
+    return v.byte_count(max_bytes, "max_bytes"), "max_bytes="
 
 
 def check_output_bytes(
@@ -176,27 +162,35 @@ def check_output_bytes(
     what: str,
     max_bytes: int | None,
     hint: str,
+    copies: list[tuple[tuple[int, ...], np.dtype]] = (),
 ) -> None:
-    """Raise OutputTooLargeError if the arrays `parts` (shape, dtype) exceed the limit,
-    ValueError if a dimension is beyond what numpy can index.
+    """Raise OutputTooLargeError if the arrays `parts` (shape, dtype), with the `copies`
+    of inputs that the call will make, exceed the limit; ValueError if a dimension is
+    beyond what numpy can index.  Called before anything is copied or allocated.
 
     Sizes are multiplied as Python ints, so they cannot overflow.
     """
-    desc = " + ".join(f"{tuple(int(d) for d in shape)} {np.dtype(dt).name}" for shape, dt in parts)
-    nbytes = sum(math.prod(int(d) for d in shape) * np.dtype(dt).itemsize for shape, dt in parts)
+    desc = _describe(parts)
+    nbytes = sum(math.prod(int(d) for d in shape) * np.dtype(dt).itemsize for shape, dt in [*parts, *copies])
     # numpy refuses a shape whose nonzero dimensions times the itemsize exceed np.intp,
     # even when a zero dimension leaves it empty
-    if nbytes == 0 and any(math.prod(int(d) for d in shape if d) * np.dtype(dt).itemsize > _MAX_DIM for shape, dt in parts):
+    if nbytes == 0 and any(math.prod(int(d) for d in shape if d) * np.dtype(dt).itemsize > v.MAX_DIM for shape, dt in parts):
         raise ValueError(
-            f"{what}: the empty output {desc} is beyond numpy's maximum array size of {_MAX_DIM} "
+            f"{what}: the empty output {desc} is beyond numpy's maximum array size of {v.MAX_DIM} "
             "bytes (counting its nonzero dimensions): n, m or the batch size is too large"
         )
     limit, source = _resolve_limit(max_bytes, nbytes)
-    if nbytes > _MAX_DIM and (limit is None or limit > _MAX_DIM):
-        limit, source = _MAX_DIM, "numpy's maximum array size"
+    if nbytes > v.MAX_DIM and (limit is None or limit > v.MAX_DIM):
+        limit, source = v.MAX_DIM, "numpy's maximum array size"
     if limit is None or nbytes <= limit:
         return
+    if copies:
+        desc += f" and copies of the inputs {_describe(copies)} (contiguous, aligned, of the result dtype)"
     raise OutputTooLargeError(
         f"{what}: the output {desc} needs {nbytes / 2**30:.3g} GiB ({nbytes} bytes), over the "
         f"limit of {limit / 2**30:.3g} GiB ({limit} bytes; set by {source}). {hint}"
     )
+
+
+def _describe(parts: list[tuple[tuple[int, ...], np.dtype]]) -> str:
+    return " + ".join(f"{tuple(int(d) for d in shape)} {np.dtype(dt).name}" for shape, dt in parts)

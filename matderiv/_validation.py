@@ -5,8 +5,10 @@ complex128 in native byte order; everything is checked and coerced here first.
 """
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Iterable
+from numbers import Real
 from typing import Any
 
 import numpy as np
@@ -17,8 +19,8 @@ from ._kernels import _openmp
 #: Largest index stored as int32 in sparse outputs; tests lower it to reach the int64 path.
 INT32_INDEX_MAX = int(np.iinfo(np.int32).max)
 
-#: numpy's largest dimension.
-_MAX_DIM = int(np.iinfo(np.intp).max)
+#: numpy's largest dimension, and its largest array size in bytes (np.intp).
+MAX_DIM = int(np.iinfo(np.intp).max)
 
 #: n_threads is capped at this many threads per core (see max_threads).
 MAX_THREADS_PER_CORE = 16
@@ -29,6 +31,9 @@ _COMPLEX = (np.dtype(np.complex64), np.dtype(np.complex128))
 
 def _shape_str(shape: tuple[int, ...]) -> str:
     return "(" + ",".join(str(d) for d in shape) + ("," if len(shape) == 1 else "") + ")"
+
+
+shape_str = _shape_str
 
 
 def target_dtype(dtype: np.dtype, name: str, *, allow_complex: bool) -> np.dtype:
@@ -106,8 +111,8 @@ def check_size(value: Any, name: str) -> int:
         raise TypeError(f"{name}: expected a non-negative int, got {type(value).__name__} {value!r}")
     if value < 0:
         raise ValueError(f"{name}: expected a non-negative int, got {value}")
-    if value > _MAX_DIM:
-        raise ValueError(f"{name}: expected at most {_MAX_DIM} (numpy's largest dimension), got {value}")
+    if value > MAX_DIM:
+        raise ValueError(f"{name}: expected at most {MAX_DIM} (numpy's largest dimension), got {value}")
     return int(value)
 
 
@@ -129,6 +134,91 @@ def check_choice(value: Any, name: str, choices: tuple[str, ...]) -> str:
 def check_shape(arr: np.ndarray, name: str, shape: tuple[int, ...]) -> None:
     if arr.shape != tuple(shape):
         raise ValueError(f"{name}: expected shape {_shape_str(tuple(shape))}, got {_shape_str(arr.shape)}")
+
+
+# --- batches of samples ---------------------------------------------------------------------
+#: The two layouts of a linear layer: f = W @ x (W (n, m)) and f = x @ W (W (m, n)).
+CONVENTIONS = ("Wx", "xW")
+
+
+def batch_pair(X: Any, G: Any, names: tuple[str, str] = ("X", "G")) -> tuple[np.ndarray, np.ndarray, np.dtype]:
+    """X (B, m) with G (B, n), or X (B, T, m) with G (B, T, n), checked against each other
+    (nothing copied); returns them as arrays and their common dtype (float32 or float64).
+    Shapes and dtypes alone are read, so stand-ins for lazy arrays are checked as well."""
+    nx, ng = names
+    Xa = as_array(X, nx, (2, 3), allow_complex=False)
+    Ga = as_array(G, ng, (2, 3), allow_complex=False)
+    if Xa.ndim != Ga.ndim:
+        raise ValueError(
+            f"{nx} and {ng}: expected both 2-D ({nx} (B, m), {ng} (B, n)) or both 3-D ({nx} (B, T, m), "
+            f"{ng} (B, T, n)), got {nx} {Xa.ndim}-D with shape {_shape_str(Xa.shape)} and "
+            f"{ng} {Ga.ndim}-D with shape {_shape_str(Ga.shape)}"
+        )
+    for axis, what, letter in ((0, "batch sizes", "B"), (1, "sequence lengths", "T"))[: Xa.ndim - 1]:
+        if Xa.shape[axis] != Ga.shape[axis]:
+            raise ValueError(
+                f"{nx} and {ng}: {what} differ: {nx} has {letter}={Xa.shape[axis]} (axis {axis}), "
+                f"{ng} has {letter}={Ga.shape[axis]} (axis {axis})"
+            )
+    return Xa, Ga, common_dtype({nx: Xa, ng: Ga}, allow_complex=False)
+
+
+def check_second_batch(X: Any, G: Any, X2: Any, G2: Any) -> None:
+    """X2 and G2 (checked against each other by batch_pair) against X and G: the same
+    ndim and widths (B and T may differ).  Shapes alone are read, so dask arrays are
+    checked without computing them."""
+    if X2.ndim != X.ndim:
+        raise ValueError(
+            f"X2: expected {X.ndim}-D like X (shape {_shape_str(X.shape)}), "
+            f"got {X2.ndim}-D with shape {_shape_str(X2.shape)}"
+        )
+    for name, a, b in (("X2", X2, X), ("G2", G2, G)):
+        if a.shape[-1] != b.shape[-1]:
+            raise ValueError(
+                f"{name}: expected {b.shape[-1]} columns (last axis) like {name[0]}, got shape {_shape_str(a.shape)}"
+            )
+
+
+def both_or_neither(X2: Any, G2: Any) -> None:
+    """per_sample_grad_dots' second batch: X2 and G2 together or not at all."""
+    if (X2 is None) != (G2 is None):
+        raise ValueError(f"X2 and G2: expected both or neither, got {'X2' if G2 is None else 'G2'} only")
+
+
+def positive_float(value: Any, name: str) -> float:
+    """A positive, finite real number such as max_norm or eps (numpy scalars accepted)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, Real):
+        raise TypeError(f"{name}: expected a positive finite float, got {type(value).__name__} {value!r}")
+    result = float(value)
+    if not (math.isfinite(result) and result > 0):
+        raise ValueError(f"{name}: expected a positive finite float, got {result!r}")
+    return result
+
+
+def byte_count(value: Any, name: str) -> int:
+    """A number of bytes such as max_bytes: a non-negative int (numpy integers accepted)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name}: expected an int or None, got {type(value).__name__}")
+    if value < 0:
+        raise ValueError(f"{name}: expected a non-negative int, got {value}")
+    return int(value)
+
+
+def byte_setting(text: str, name: str) -> int:
+    """A byte count from an environment variable such as MATDERIV_MAX_BYTES."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise ValueError(f"{name}: expected a non-negative integer, got {text!r}") from None
+    if value < 0:
+        raise ValueError(f"{name}: expected a non-negative integer, got {value}")
+    return value
+
+
+def needs_copy(arr: np.ndarray, dtype: np.dtype) -> bool:
+    """Whether contiguous(arr, dtype) copies (what a byte count must include before it does)."""
+    flags = arr.flags
+    return not (arr.dtype == np.dtype(dtype).newbyteorder("=") and flags.c_contiguous and flags.aligned)
 
 
 def max_threads() -> int:

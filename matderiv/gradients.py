@@ -18,75 +18,23 @@ copy of the inputs.
 """
 from __future__ import annotations
 
-import math
-from numbers import Real
-from typing import Any, Literal, overload
+from typing import Literal, overload
 
 import numpy as np
 from numpy.typing import ArrayLike
 
+from . import _batch
 from . import _validation as v
+from ._batch import CONVENTIONS, REDUCTIONS, Batch, Inputs
 from ._dispatch import dask_aware
-from ._kernels import _outer, _rows as _rows_kernels
-from ._memory import check_output_bytes
+from ._kernels import _rows
 
 __all__ = ["batch_grad", "clip_and_sum", "per_sample_grad_norms", "per_sample_grads"]
 
-CONVENTIONS = ("Wx", "xW")
-REDUCTIONS = ("sum", "mean")
-ROUTES = ("gram", "materialize")
-
-#: Bytes of temporaries one block of samples may use in the 3-D norm routes.
-BLOCK_BYTES = 4 * 2**20
-
-#: Sequences up to this length take the Gram route in one OpenMP kernel pass (no tiny
-#: BLAS call per sample); longer ones in BLAS blocks, faster per multiply-add.
-GRAM_KERNEL_STEPS = 32
-
-_MATERIALIZE_HINT = (
+MATERIALIZE_HINT = (
     "batch_grad gives the sum, per_sample_grad_norms the norms and clip_and_sum the "
     "clipped sum without materializing per-sample gradients."
 )
-
-
-# --- validation ------------------------------------------------------------------------
-def _inputs(X: ArrayLike, G: ArrayLike) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Check X and G against each other; return them as given and as C-contiguous
-    arrays of the common dtype (float32 or float64)."""
-    Xa = v.as_array(X, "X", (2, 3), allow_complex=False)
-    Ga = v.as_array(G, "G", (2, 3), allow_complex=False)
-    if Xa.ndim != Ga.ndim:
-        raise ValueError(
-            "X and G: expected both 2-D (X (B, m), G (B, n)) or both 3-D (X (B, T, m), "
-            f"G (B, T, n)), got X {Xa.ndim}-D with shape {v._shape_str(Xa.shape)} and "
-            f"G {Ga.ndim}-D with shape {v._shape_str(Ga.shape)}"
-        )
-    if Xa.shape[0] != Ga.shape[0]:
-        raise ValueError(
-            f"X and G: batch sizes differ: X has B={Xa.shape[0]} (axis 0), "
-            f"G has B={Ga.shape[0]} (axis 0)"
-        )
-    if Xa.ndim == 3 and Xa.shape[1] != Ga.shape[1]:
-        raise ValueError(
-            f"X and G: sequence lengths differ: X has T={Xa.shape[1]} (axis 1), "
-            f"G has T={Ga.shape[1]} (axis 1)"
-        )
-    dtype = v.common_dtype({"X": Xa, "G": Ga}, allow_complex=False)
-    return Xa, Ga, v.contiguous(Xa, dtype), v.contiguous(Ga, dtype)
-
-
-def _check_max_norm(max_norm: Any) -> float:
-    """max_norm: a positive, finite real number."""
-    if isinstance(max_norm, (bool, np.bool_)) or not isinstance(max_norm, Real):
-        raise TypeError(f"max_norm: expected a positive finite float, got {type(max_norm).__name__} {max_norm!r}")
-    value = float(max_norm)
-    if not (math.isfinite(value) and value > 0):
-        raise ValueError(f"max_norm: expected a positive finite float, got {value!r}")
-    return value
-
-
-def _W_shape(n: int, m: int, convention: str) -> tuple[int, int]:
-    return (n, m) if convention == "Wx" else (m, n)
 
 
 # --- per-sample gradients ------------------------------------------------------------------
@@ -128,33 +76,20 @@ def per_sample_grads(
     v.check_choice(convention, "convention", CONVENTIONS)
     bias = v.check_flag(bias, "bias")
     threads = v.n_threads_value(n_threads)
-    Xa, Ga, Xc, Gc = _inputs(X, G)
-    B, n, m = Xc.shape[0], Gc.shape[-1], Xc.shape[-1]
-    shape = (B,) + _W_shape(n, m, convention)
-    dtype = Xc.dtype
-    parts: list[tuple[tuple[int, ...], np.dtype]] = [((B, n), dtype)] if bias else []
+    inp = Inputs(X, G)
+    shape = (inp.B,) + inp.w_shape(convention)
+    parts = [((inp.B, inp.n), inp.dtype)] if bias else []
     if out is not None:
-        out = v.check_out(out, shape, dtype, (Xa, Ga))
+        out = v.check_out(out, shape, inp.dtype, (inp.X, inp.G))
     else:
-        parts.insert(0, (shape, dtype))
-    check_output_bytes(parts, what="per_sample_grads", max_bytes=max_bytes, hint=_MATERIALIZE_HINT)
-    if out is None:
-        out = np.empty(shape, dtype=dtype)
-
-    if Xc.ndim == 2:
-        first, second = (Gc, Xc) if convention == "Wx" else (Xc, Gc)
-        _outer.outer(first, second, out, threads)
-    elif Xc.shape[1] == 0:  # no steps: every gradient is an empty sum
-        out.fill(0)
-    elif convention == "Wx":
-        np.matmul(Gc.transpose(0, 2, 1), Xc, out=out)
-    else:
-        np.matmul(Xc.transpose(0, 2, 1), Gc, out=out)
-
+        parts.insert(0, (shape, inp.dtype))
+    b = inp.load(parts, what="per_sample_grads", max_bytes=max_bytes, hint=MATERIALIZE_HINT)
+    # "xW" gradients outer(X, G) are the "Wx" gradients of the batch with X and G swapped
+    out = _batch.grads(b if convention == "Wx" else Batch(b.G, b.X), out, threads)
     if not bias:
         return out
-    db = _bias_grads(Gc)
-    if np.may_share_memory(db, Ga):  # 2-D: db is G itself, returned as a copy
+    db = b.bias_grads()
+    if np.may_share_memory(db, inp.G):  # 2-D: db is G itself, returned as a copy
         db = db.copy()
     return out, db
 
@@ -192,35 +127,16 @@ def batch_grad(
     v.check_choice(convention, "convention", CONVENTIONS)
     v.check_choice(reduce, "reduce", REDUCTIONS)
     bias = v.check_flag(bias, "bias")
-    _, _, Xc, Gc = _inputs(X, G)
-    n, m = Gc.shape[-1], Xc.shape[-1]
-    parts = [((n, m), Xc.dtype)] + ([((n,), Xc.dtype)] if bias else [])
-    check_output_bytes(parts, what="batch_grad", max_bytes=max_bytes, hint="")
-    dW = _weight_grad(Xc, Gc, convention)
-    db = _rows(Gc).sum(axis=0) if bias else None
+    inp = Inputs(X, G)
+    b = inp.load(inp.parts(inp.w_shape(convention), bias), what="batch_grad", max_bytes=max_bytes)
+    dW = _batch.gemm(b.X, b.G, convention)
+    db = _batch.rows(b.G).sum(axis=0) if bias else None
     if reduce == "mean":
-        B = Xc.shape[0]
         with np.errstate(invalid="ignore", divide="ignore"):
-            np.divide(dW, B, out=dW)
+            np.divide(dW, b.B, out=dW)
             if db is not None:
-                np.divide(db, B, out=db)
+                np.divide(db, b.B, out=db)
     return dW if db is None else (dW, db)
-
-
-def _rows(A: np.ndarray) -> np.ndarray:
-    """(B, [T,] k) as (B*T, k) (explicit sizes: -1 is ambiguous when k is 0)."""
-    return A.reshape(math.prod(A.shape[:-1]), A.shape[-1])
-
-
-def _bias_grads(Gc: np.ndarray) -> np.ndarray:
-    """Per-sample bias gradients db_b = sum_t G[b, t], (B, n): G itself when 2-D."""
-    return Gc if Gc.ndim == 2 else Gc.sum(axis=1)
-
-
-def _weight_grad(Xc: np.ndarray, Gc: np.ndarray, convention: str) -> np.ndarray:
-    """sum_b g_b as one GEMM over all B*T rows: G_flat.T @ X_flat or its transpose."""
-    Xf, Gf = _rows(Xc), _rows(Gc)
-    return Gf.T @ Xf if convention == "Wx" else Xf.T @ Gf
 
 
 # --- norms -----------------------------------------------------------------------------------
@@ -238,8 +154,8 @@ def per_sample_grad_norms(
     bias=True includes the bias gradient: sqrt(||g_b||^2 + ||db_b||^2).
 
     2-D: ||outer(G[b], X[b])|| = ||G[b]|| * ||X[b]||, O(B*(n+m)) time and memory.
-    3-D: one of two routes, both blocked over samples so temporaries stay near
-    BLOCK_BYTES (4 MiB; at least one sample's worth):
+    3-D: one of two routes, both blocked over samples so temporaries stay small (a few
+    MiB, at least one sample's worth):
       * Gram:        ||g_b||^2 = sum_{t,s} (G[b,t].G[b,s]) (X[b,t].X[b,s]),
                      cost ~ T^2 (n + m + 1) per sample, (block, T, T) float64 temporaries
                      (T <= GRAM_KERNEL_STEPS: one kernel pass on n_threads threads, no
@@ -249,90 +165,16 @@ def per_sample_grad_norms(
     The cheaper by these counts is taken: Gram when T^2 (n + m + 1) < (T + 1) n m,
     roughly when T < n m / (n + m).  The Gram sum can cancel: a gradient whose steps
     nearly cancel gets a norm accurate to about sqrt(eps) * ||G[b]|| ||X[b]||
-    (negative round-off is clamped to 0).  NaN and inf propagate.  Every dot product
-    accumulates in float64, also for float32 inputs; n_threads threads.
+    (negative round-off is clamped to 0).  Every dot product accumulates in float64,
+    also for float32 inputs; n_threads threads.  Where an input is not finite, a norm is
+    that of the materialized gradient: NaN where an entry of g_b is NaN (0 * inf
+    included), else inf where one is infinite.
     """
     bias = v.check_flag(bias, "bias")
     threads = v.n_threads_value(n_threads)
-    _, _, Xc, Gc = _inputs(X, G)
-    return _grad_norms(Xc, Gc, bias, threads=threads)
-
-
-def _row_dots(a: np.ndarray, b: np.ndarray, threads: int) -> np.ndarray:
-    """Row-wise dot products of two C-contiguous (S, K) arrays of one dtype, accumulated
-    in float64 (squares of float32 entries overflow or underflow long before the norm
-    does), without a float64 copy: shape (S,), float64."""
-    out = np.empty(a.shape[0])
-    _rows_kernels.row_dots(a, b, out, threads)
-    return out
-
-
-def _route(T: int, n: int, m: int) -> str:
-    """The cheaper 3-D norm route by multiply-add counts (see per_sample_grad_norms)."""
-    return "gram" if T * T * (n + m + 1) < (T + 1) * n * m else "materialize"
-
-
-def _block_size(per_sample_bytes: int, B: int) -> int:
-    """Samples per block: temporaries within BLOCK_BYTES, at least 1, at most B (or 1)."""
-    return max(1, min(B, BLOCK_BYTES // max(1, per_sample_bytes)))
-
-
-def _grad_norms(
-    Xc: np.ndarray, Gc: np.ndarray, bias: bool, route: str | None = None, threads: int | None = None
-) -> np.ndarray:
-    """Norms from validated inputs; `route` forces a 3-D route (tests), None picks the cheaper;
-    threads None: the default count."""
-    threads = v.n_threads_value(None) if threads is None else threads
-    if Xc.ndim == 2:  # ||g_b||^2 + ||db_b||^2 = ||G[b]||^2 (||X[b]||^2 + 1), straight into the output
-        norms = np.empty(Xc.shape[0], dtype=Xc.dtype)
-        _rows_kernels.outer_norms(Gc, Xc, 0.0, 1.0 if bias else 0.0, norms, threads)
-        return norms
-    return np.sqrt(_grad_squared_norms(Xc, Gc, bias, route, threads)).astype(Xc.dtype)
-
-
-def _grad_squared_norms(Xc: np.ndarray, Gc: np.ndarray, bias: bool, route: str | None, threads: int) -> np.ndarray:
-    """||g_b||^2 (+ ||db_b||^2) in float64, shape (B,) (see per_sample_grad_norms)."""
-    B, n, m = Xc.shape[0], Gc.shape[-1], Xc.shape[-1]
-    if Xc.ndim == 2:
-        g2 = _row_dots(Gc, Gc, threads)
-        x2 = _row_dots(Xc, Xc, threads)
-        if bias:
-            x2 += 1.0  # ||db_b||^2 = ||G[b]||^2, so ||g_b||^2 + ||db_b||^2 = g2 * (x2 + 1)
-        return g2 * x2
-
-    T = Xc.shape[1]
-    route = _route(T, n, m) if route is None else v.check_choice(route, "route", ROUTES)
-    sq = np.empty(B)
-    # serial reductions inside the block loops: an OpenMP region between BLAS calls would
-    # fight BLAS's spinning threads for the cores, and one block is little work
-    if route == "gram" and T <= GRAM_KERNEL_STEPS:
-        _rows_kernels.gram_sq(Gc, Xc, sq, threads)  # float64 sums, symmetry in t, s used
-        np.maximum(sq, 0.0, out=sq)  # round-off of a cancelling sum; NaN stays NaN
-    elif route == "gram":  # in float64: the Gram entries are products of squares
-        step = _block_size(8 * (2 * T * T + T * (n + m)), B)
-        gg = np.empty((step, T, T))  # G[b,t] . G[b,s], reused by every block
-        xx = np.empty((step, T, T))  # X[b,t] . X[b,s]
-        for lo in range(0, B, step):
-            Gb = Gc[lo : lo + step].astype(np.float64, copy=False)  # a float64 block, not a copy of G
-            Xb = Xc[lo : lo + step].astype(np.float64, copy=False)
-            k = Gb.shape[0]
-            np.matmul(Gb, Gb.transpose(0, 2, 1), out=gg[:k])
-            np.matmul(Xb, Xb.transpose(0, 2, 1), out=xx[:k])
-            sq[lo : lo + k] = _row_dots(gg[:k].reshape(k, T * T), xx[:k].reshape(k, T * T), 1)
-        np.maximum(sq, 0.0, out=sq)  # round-off of a cancelling sum; NaN stays NaN
-    else:
-        step = _block_size(n * m * Xc.dtype.itemsize, B)
-        gw = np.empty((step, n, m), dtype=Xc.dtype)  # one block of per-sample gradients
-        for lo in range(0, B, step):
-            Gb, Xb = Gc[lo : lo + step], Xc[lo : lo + step]
-            k = Gb.shape[0]
-            np.matmul(Gb.transpose(0, 2, 1), Xb, out=gw[:k])
-            flat = gw[:k].reshape(k, n * m)
-            sq[lo : lo + k] = _row_dots(flat, flat, 1)
-    if bias:
-        db = _bias_grads(Gc)
-        sq += _row_dots(db, db, threads)
-    return sq
+    inp = Inputs(X, G)
+    b = inp.load([((inp.B,), inp.dtype)], what="per_sample_grad_norms")
+    return _batch.norms(b, bias, threads).astype(b.dtype, copy=False)
 
 
 # --- clipping ---------------------------------------------------------------------------------
@@ -376,32 +218,42 @@ def clip_and_sum(
     finite number.  max_bytes bounds the outputs and the scaled copy of G or X.
     """
     v.check_choice(convention, "convention", CONVENTIONS)
-    clip = _check_max_norm(max_norm)
+    clip = v.positive_float(max_norm, "max_norm")
     bias = v.check_flag(bias, "bias")
     threads = v.n_threads_value(n_threads)
-    _, _, Xc, Gc = _inputs(X, G)
-    B, n, m = Xc.shape[0], Gc.shape[-1], Xc.shape[-1]
-    scaled = Gc.shape[:-1] + (min(n, m),)
-    parts = [((n, m), Xc.dtype), ((B,), Xc.dtype), (scaled, Xc.dtype)] + ([((n,), Xc.dtype)] if bias else [])
-    check_output_bytes(parts, what="clip_and_sum", max_bytes=max_bytes, hint="")
+    inp = Inputs(X, G)
+    B, n, m, dtype = inp.B, inp.n, inp.m, inp.dtype
+    scaled = inp.G.shape[:-1] + (min(n, m),)
+    parts = inp.parts(inp.w_shape(convention), bias) + [((B,), dtype), (scaled, dtype)]
+    b = inp.load(parts, what="clip_and_sum", max_bytes=max_bytes)
+    # c_b g_b = (c_b G[b]) (x) X[b] = G[b] (x) (c_b X[b]): scale the narrower of the two
+    scale_G = n <= m
+    a, other = (b.G, b.X) if scale_G else (b.X, b.G)
     # non-finite inputs follow the arithmetic documented above, without warnings
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        # c_b g_b = (c_b G[b]) (x) X[b] = G[b] (x) (c_b X[b]): scale the narrower of the two
-        scale_G = n <= m
-        if Xc.ndim == 2:
-            a, b = (Gc, Xc) if scale_G else (Xc, Gc)
-            cb = np.empty_like(a)
-            norms64, factor = np.empty(B), np.empty(B)
+        if b.ndim == 2:  # one kernel pass: norms, factors and the scaled rows
+            cb, norms64, factor = np.empty_like(a), np.empty(B), np.empty(B)
             shift = 1.0 if bias else 0.0  # ||g_b||^2 + ||db_b||^2 = ||G[b]||^2 (||X[b]||^2 + 1)
             a_shift, b_shift = (0.0, shift) if scale_G else (shift, 0.0)
-            _rows_kernels.clip_rows(a, b, a_shift, b_shift, clip, cb, norms64, factor, threads)
+            _rows.clip_rows(a, other, a_shift, b_shift, clip, cb, norms64, factor, threads)
+            bad = np.flatnonzero(~np.isfinite(norms64))
+            if bad.size:  # the factorized norm may miss a 0 * inf of g_b: recompute those
+                norms64[bad] = _batch.exact_norms(b, bad, bias)
+                factor[bad] = _clip_factors(norms64[bad], clip)
+                cb[bad] = a[bad] * factor[bad, None].astype(dtype)
         else:
-            norms64 = np.sqrt(_grad_squared_norms(Xc, Gc, bias, None, threads))
-            factor = np.minimum(1, clip / norms64)  # norm 0 -> inf -> 1; NaN stays NaN
-            cb = (Gc if scale_G else Xc) * factor.astype(Xc.dtype)[:, None, None]
-        dW = _weight_grad(Xc, cb, convention) if scale_G else _weight_grad(cb, Gc, convention)
-        norms = norms64.astype(Xc.dtype)
+            norms64 = _batch.norms(b, bias, threads)
+            factor = _clip_factors(norms64, clip)
+            cb = a * factor.astype(dtype)[:, None, None]
+        dW = _batch.gemm(other, cb, convention) if scale_G else _batch.gemm(cb, other, convention)
+        norms = norms64.astype(dtype)
         if not bias:
             return dW, norms
-        db = _bias_grads(Gc).T @ factor.astype(Xc.dtype)  # sum_b c_b db_b
+        db = b.bias_grads().T @ factor.astype(dtype)  # sum_b c_b db_b
     return dW, db, norms
+
+
+def _clip_factors(norms: np.ndarray, clip: float) -> np.ndarray:
+    """c_b = min(1, clip / ||g_b||): 1 for a zero norm, 0 for an infinite one, NaN for NaN."""
+    with np.errstate(divide="ignore"):
+        return np.minimum(1.0, clip / norms)

@@ -9,6 +9,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from matderiv import _batch, statistics
+
 DTYPES = [np.float32, np.float64, np.complex64, np.complex128]
 REAL_DTYPES = [np.float32, np.float64]
 CONVENTIONS = ["Wx", "xW"]
@@ -38,6 +40,20 @@ def assert_close(actual, expected, dtype) -> None:
     rtol = rtol_for(dtype)
     scale = max(1.0, float(np.max(np.abs(expected), initial=0.0)))
     np.testing.assert_allclose(actual, expected, rtol=rtol, atol=rtol * scale)
+
+
+def forced_norms(X, G, bias: bool, route) -> np.ndarray:
+    """The batch core's per-sample norms with a 3-D route forced ("gram", "materialize"; None
+    picks), in the inputs' dtype as per_sample_grad_norms returns them, on one thread."""
+    b = _batch.Inputs(X, G).load([], what="forced_norms")
+    return _batch.norms(b, bias, 1, route).astype(b.dtype)
+
+
+def forced_dots(X, G, X2, G2, same: bool, bias: bool, route) -> np.ndarray:
+    """statistics.grad_dots (per_sample_grad_dots without normalize) with a 3-D route forced."""
+    dtype = np.result_type(X, G, X2, G2)
+    b, b2 = (_batch.Inputs(*pair).coerce(dtype) for pair in ((X, G), (X2, G2)))
+    return statistics.grad_dots(b, b2, same, bias, route)
 
 
 def random_array(rng: np.random.Generator, shape, dtype, *, zeros: bool = True) -> np.ndarray:

@@ -20,6 +20,7 @@ da = pytest.importorskip("dask.array")
 dask = pytest.importorskip("dask")
 threadpoolctl = pytest.importorskip("threadpoolctl")
 
+from matderiv import _dispatch
 from matderiv.dask import _graph  # noqa: E402
 
 FUNCS = ["per_sample_grads", "batch_grad", "per_sample_grad_norms", "clip_and_sum"]
@@ -245,6 +246,7 @@ def test_missing_dask_says_how_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "dask.array", None)  # import dask.array fails
     for module in [m for m in sys.modules if m.startswith("matderiv.dask")]:
         monkeypatch.delitem(sys.modules, module)
+    monkeypatch.setattr(_dispatch, "_implementations", {})  # as if matderiv.dask never loaded
     with pytest.raises(ImportError, match=r"matderiv.dask needs .*pip install matderiv\[dask\]"):
         md.batch_grad(Lazy(), np.ones((2, 2)))
 
@@ -355,13 +357,17 @@ def cluster_client():
     """A LocalCluster of 2 single-threaded worker processes (spawned), started once for
     the test run (only this module uses it; it is gone before the next module runs);
     the thread variables its start sets in this process are restored."""
-    pytest.importorskip("distributed")
-    from matderiv._bench_dask import local_cluster
-
+    distributed = pytest.importorskip("distributed")
     saved = dict(os.environ)
-    with local_cluster() as client:
-        assert dict(os.environ) == saved
+    cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0")
+    os.environ.clear()  # the cluster's start set OMP_NUM_THREADS=1 and the like here too
+    os.environ.update(saved)
+    client = distributed.Client(cluster, set_as_default=False)
+    try:
         yield client
+    finally:
+        client.close()
+        cluster.close()
 
 
 @pytest.mark.parametrize("ndim", [2, 3])
@@ -539,15 +545,16 @@ def test_grad_variance_of_too_few_samples():
 
 
 def test_grad_variance_merges_one_pass(rng, monkeypatch):
-    """Both results of grad_variance(bias=True) come from one in-memory call per chunk."""
-    from matderiv import statistics as stats
+    """Both results of grad_variance(bias=True) come from one pass of the batch core's
+    moments per chunk (the one the in-memory function makes over the whole batch)."""
+    from matderiv import _batch
 
-    calls, in_memory = _counted(monkeypatch, stats, "grad_variance")
+    calls, _ = _counted(monkeypatch, _batch, "moments")
     X, G = _data(rng, 3, np.float64)
     Xd = da.from_array(X, chunks=(4,) + X.shape[1:])
     vW, vb = dask.compute(*md.grad_variance(Xd, G, bias=True, ddof=1), scheduler="sync")
     assert len(calls) == Xd.numblocks[0]
-    want = in_memory(X, G, bias=True, ddof=1)
+    want = md.grad_variance(X, G, bias=True, ddof=1)
     assert_close(vW, want[0], np.float64) and assert_close(vb, want[1], np.float64)
 
 

@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import matderiv as md
-from conftest import CONVENTIONS, REAL_DTYPES, assert_close, rtol_for
-from matderiv import gradients
+from conftest import CONVENTIONS, REAL_DTYPES, assert_close, forced_norms, rtol_for
+from matderiv import _batch
 
 DTYPES = REAL_DTYPES  # gradients are real-only
 B, T, N, M = 5, 4, 3, 6  # n != m so that a transpose cannot pass unnoticed
@@ -200,7 +200,7 @@ def test_both_3d_norm_routes(dtype, route, bias, shape):
     b, t, n, m = shape
     X, G = data(3, dtype, b=b, t=t, n=n, m=m)
     Xc, Gc = X.astype(dtype), G.astype(dtype)
-    res = gradients._grad_norms(Xc, Gc, bias, route)
+    res = forced_norms(Xc, Gc, bias, route)
     assert res.shape == (b,) and res.dtype == dtype
     assert_close(res, ref_norms(X, G, bias), dtype)
 
@@ -208,19 +208,19 @@ def test_both_3d_norm_routes(dtype, route, bias, shape):
 @pytest.mark.parametrize("route", ["gram", "materialize"])
 def test_norm_routes_in_many_blocks(monkeypatch, route):
     X, G = data(3, b=7)
-    monkeypatch.setattr(gradients, "BLOCK_BYTES", 2 * T * T * 8 * 2)  # 2 samples per Gram block
-    res = gradients._grad_norms(X, G, True, route)
-    monkeypatch.setattr(gradients, "BLOCK_BYTES", 1)  # one sample per block
-    res1 = gradients._grad_norms(X, G, True, route)
+    monkeypatch.setattr(_batch, "BLOCK_BYTES", 2 * T * T * 8 * 2)  # 2 samples per Gram block
+    res = forced_norms(X, G, True, route)
+    monkeypatch.setattr(_batch, "BLOCK_BYTES", 1)  # one sample per block
+    res1 = forced_norms(X, G, True, route)
     assert_close(res, ref_norms(X, G, True), np.float64)
     np.testing.assert_array_equal(res, res1)
 
 
 def test_route_rule_compares_costs():
-    assert gradients._route(4, 256, 256) == "gram"  # T^2 (n + m) << T n m
-    assert gradients._route(512, 64, 64) == "materialize"  # T >> n m / (n + m)
-    assert gradients._route(127, 256, 256) == "gram"
-    assert gradients._route(129, 256, 256) == "materialize"
+    assert _batch.norm_route(4, 256, 256) == "gram"  # T^2 (n + m) << T n m
+    assert _batch.norm_route(512, 64, 64) == "materialize"  # T >> n m / (n + m)
+    assert _batch.norm_route(127, 256, 256) == "gram"
+    assert _batch.norm_route(129, 256, 256) == "materialize"
     for t, n, m in [(2, 50, 40), (60, 5, 6)]:
         X, G = data(3, b=3, t=t, n=n, m=m)
         assert_close(md.per_sample_grad_norms(X, G), ref_norms(X, G), np.float64)
@@ -232,10 +232,10 @@ def test_gram_route_clamps_cancelling_round_off():
     rng = np.random.default_rng(0)
     x, g = rng.standard_normal((200, 1, 7)), rng.standard_normal((200, 1, 5))
     X, G = np.concatenate([x, x], axis=1), np.concatenate([g, -g], axis=1)
-    gram = gradients._grad_norms(X, G, False, "gram")
+    gram = forced_norms(X, G, False, "gram")
     scale = np.linalg.norm(x[:, 0], axis=1) * np.linalg.norm(g[:, 0], axis=1)
     assert (gram >= 0).all() and (gram <= 1e-7 * scale).all()  # sqrt(eps) * ||g|| ||x||
-    assert (gradients._grad_norms(X, G, False, "materialize") <= 1e-15 * scale).all()
+    assert (forced_norms(X, G, False, "materialize") <= 1e-15 * scale).all()
 
 
 def _peak_bytes(fn):
@@ -254,8 +254,8 @@ def test_norms_and_clipping_do_not_materialize(monkeypatch):
     assert _peak_bytes(lambda: md.per_sample_grad_norms(X, G, bias=True)) < inputs
     assert _peak_bytes(lambda: md.clip_and_sum(X, G, 1.0, bias=True)) < 2 * inputs + 300 * 200 * 8
     X, G = data(3, b=16, t=40, n=300, m=200)  # materialize route, 7.7 MB of gradients
-    monkeypatch.setattr(gradients, "BLOCK_BYTES", 2 * 300 * 200 * 8)  # two samples per block
-    peak = _peak_bytes(lambda: gradients._grad_norms(X, G, False, "materialize"))
+    monkeypatch.setattr(_batch, "BLOCK_BYTES", 2 * 300 * 200 * 8)  # two samples per block
+    peak = _peak_bytes(lambda: forced_norms(X, G, False, "materialize"))
     assert peak < 3 * 300 * 200 * 8
 
 
@@ -321,7 +321,7 @@ def test_nan_propagates(ndim, nm):
     assert np.isnan(norms[1]) and np.isfinite(np.delete(norms, 1)).all()
     if ndim == 3:
         for route in ("gram", "materialize"):
-            assert np.isnan(gradients._grad_norms(X, G, False, route)[1])
+            assert np.isnan(forced_norms(X, G, False, route)[1])
     # clip factor of sample 1 is NaN: the whole sum turns NaN, it is not silently dropped
     dW, db, norms = md.clip_and_sum(X, G, 1.0, bias=True)
     assert np.isnan(dW).all() and np.isnan(db).all() and np.isnan(norms[1])
@@ -452,7 +452,7 @@ def test_empty_dimensions(ndim, b, t, n, m):
     np.testing.assert_array_equal(md.per_sample_grad_norms(X, G, bias=True), ref_norms(X, G, True))
     if ndim == 3:
         for route in ("gram", "materialize"):
-            np.testing.assert_array_equal(gradients._grad_norms(X, G, True, route), ref_norms(X, G, True))
+            np.testing.assert_array_equal(forced_norms(X, G, True, route), ref_norms(X, G, True))
 
 
 def test_no_steps_gives_zeros_not_garbage():
@@ -553,7 +553,7 @@ def test_bad_max_norm_type(value):
 def test_bad_route():
     X, G = data(3)
     with pytest.raises(ValueError, match="route: expected one of 'gram', 'materialize', got 'fast'"):
-        gradients._grad_norms(X, G, False, "fast")
+        forced_norms(X, G, False, "fast")
 
 
 @pytest.mark.parametrize("ndim", [2, 3])
@@ -627,7 +627,7 @@ def test_property_against_einsum(xg, convention, bias):
     tol = np.sqrt(rtol_for(dtype)) if X.ndim == 3 else rtol_for(dtype)
     routes = ("gram", "materialize") if X.ndim == 3 else (None,)
     for route in routes:
-        got = gradients._grad_norms(np.ascontiguousarray(X), np.ascontiguousarray(G), bias, route)
+        got = forced_norms(np.ascontiguousarray(X), np.ascontiguousarray(G), bias, route)
         assert np.all(np.abs(got - ref) <= tol * scale)
 
 
@@ -683,7 +683,7 @@ def test_float32_norms_do_not_overflow_or_underflow_in_the_squares(route, scale)
         np.testing.assert_allclose(got2, expected, rtol=1e-6)
         got3 = md.per_sample_grad_norms(X, G)
     else:
-        got3 = gradients._grad_norms(X, G, False, route=route)
+        got3 = forced_norms(X, G, False, route=route)
     assert got3.dtype == np.float32
     np.testing.assert_allclose(got3, expected, rtol=1e-6)
     dW, norms = md.clip_and_sum(X[:, 0], G[:, 0], 1.0)
@@ -695,7 +695,7 @@ def test_float32_norms_accumulate_in_float64_without_a_float64_copy(monkeypatch,
     """The row sums are float64 (matching a float64 reference to float32's last bit) and
     no float64 copy of X or G is made (the peak is far below the inputs' size; the 3-D
     Gram route converts one block of samples at a time)."""
-    monkeypatch.setattr(gradients, "BLOCK_BYTES", 2**16)
+    monkeypatch.setattr(_batch, "BLOCK_BYTES", 2**16)
     X, G = data(ndim, np.float32, b=2048, t=3, n=40, m=50)
     want = ref_norms(X, G, True)  # float64 arithmetic on the float32 values
     got = md.per_sample_grad_norms(X, G, bias=True)
@@ -715,14 +715,14 @@ def test_gram_kernel_and_gram_blocks_agree(monkeypatch, dtype, t):
     squares overflow float32)."""
     X, G = data(3, dtype, b=7, t=t)
     want = ref_norms(X, G, True)
-    kernel = gradients._grad_norms(X, G, True, "gram")
-    monkeypatch.setattr(gradients, "GRAM_KERNEL_STEPS", 0)
-    monkeypatch.setattr(gradients, "BLOCK_BYTES", 1)  # one sample per block
-    blocks = gradients._grad_norms(X, G, True, "gram")
+    kernel = forced_norms(X, G, True, "gram")
+    monkeypatch.setattr(_batch, "GRAM_KERNEL_STEPS", 0)
+    monkeypatch.setattr(_batch, "BLOCK_BYTES", 1)  # one sample per block
+    blocks = forced_norms(X, G, True, "gram")
     assert_close(kernel, want, dtype)
     assert_close(blocks, want, dtype)
     big = np.full((2, 2, 3), 3e19, dtype=np.float32)
-    assert_close(gradients._grad_norms(big, 1 / big, False, "gram"), [6.0, 6.0], np.float32)
+    assert_close(forced_norms(big, 1 / big, False, "gram"), [6.0, 6.0], np.float32)
     x, g = X[:, :1], G[:, :1]
-    cancelled = gradients._grad_norms(np.concatenate([x, x], axis=1), np.concatenate([g, -g], axis=1), False, "gram")
+    cancelled = forced_norms(np.concatenate([x, x], axis=1), np.concatenate([g, -g], axis=1), False, "gram")
     assert (cancelled >= 0).all() and (cancelled <= 1e-3 * want.max()).all()

@@ -140,13 +140,6 @@ def test_user_wait_policy_is_respected():
         assert "OMP_WAIT_POLICY = 'ACTIVE'" in res.stderr
 
 
-def test_mixed_loop_runs_in_a_subprocess():
-    """The bench row's loop itself (timed only by the bench, never here)."""
-    from matderiv._bench_pipeline import _loop_time
-
-    assert _loop_time(3, 2, None, 1) > 0
-
-
 # --- the memory limit: machine, cgroup v1 and v2 ---------------------------------------------
 def _fake_proc(tmp_path, monkeypatch, *, cgroup, mounts, meminfo_kb=4 * 2**20, files=()):
     """A fake /proc (self/cgroup, self/mountinfo, meminfo) and cgroup files under tmp_path."""

@@ -3,7 +3,7 @@ sum_grad_squared and per_sample_grad_dots (a numpy test batch of 16 rows against
 chunked set, TracIn-style) on dask arrays chunked along B (chunks of 2^16 rows,
 m = n = 64, float64) on the threaded scheduler, each next to the in-memory call on the
 same arrays.  Rows per second are B / time; the budget is dask <= 1.0 x in-memory at
-B = 2^20 for the first three, <= 1.3 x for the statistics (DESIGN.md).
+B = 2^20 for the first three, <= 1.3 x for the statistics (the README's budgets).
 """
 import numpy as np
 

@@ -12,7 +12,7 @@ PARAMS = ([2, 3], ["float32", "float64"])
 PARAM_NAMES = ["ndim", "dtype"]
 
 
-def _data(ndim, dtype, B, T, n, m):
+def make_data(ndim, dtype, B, T, n, m):
     rng = np.random.default_rng(0)
     lead = (B,) if ndim == 2 else (B, T)
     X = rng.standard_normal(lead + (m,)).astype(dtype)
@@ -20,12 +20,12 @@ def _data(ndim, dtype, B, T, n, m):
     return X, G
 
 
-def _short_or_long(ndim, dtype, T, B2):
+def short_or_long(ndim, dtype, T, B2):
     """2-D: B2 samples, n=m=256 (only T=8 runs: T applies to 3-D inputs); 3-D: B=32,
     n=m=128 with sequences of T steps."""
     if ndim == 2 and T != 8:
         raise NotImplementedError("T applies to 3-D inputs only")
-    return _data(2, dtype, B2, T, 256, 256) if ndim == 2 else _data(3, dtype, 32, T, 128, 128)
+    return make_data(2, dtype, B2, T, 256, 256) if ndim == 2 else make_data(3, dtype, 32, T, 128, 128)
 
 
 class PerSampleGrads:
@@ -37,7 +37,7 @@ class PerSampleGrads:
 
     def setup(self, ndim, dtype):
         B = 256 if ndim == 2 else 32
-        self.X, self.G = _data(ndim, dtype, B, 64, 128, 128)
+        self.X, self.G = make_data(ndim, dtype, B, 64, 128, 128)
         self.out = np.zeros((B, 128, 128), dtype=dtype)
 
     def time_per_sample_grads(self, ndim, dtype):
@@ -66,7 +66,7 @@ class BatchGrad:
     param_names = PARAM_NAMES
 
     def setup(self, ndim, dtype):
-        self.X, self.G = _data(ndim, dtype, 2048 if ndim == 2 else 64, 32, 256, 256)
+        self.X, self.G = make_data(ndim, dtype, 2048 if ndim == 2 else 64, 32, 256, 256)
 
     def time_batch_grad(self, ndim, dtype):
         md.batch_grad(self.X, self.G)
@@ -89,7 +89,7 @@ class PerSampleGradNorms:
     param_names = ["ndim", "dtype", "T"]
 
     def setup(self, ndim, dtype, T):
-        self.X, self.G = _short_or_long(ndim, dtype, T, 2048)
+        self.X, self.G = short_or_long(ndim, dtype, T, 2048)
 
     def time_per_sample_grad_norms(self, ndim, dtype, T):
         md.per_sample_grad_norms(self.X, self.G)
@@ -112,7 +112,7 @@ class ClipAndSum:
     param_names = PARAM_NAMES
 
     def setup(self, ndim, dtype):
-        self.X, self.G = _data(ndim, dtype, 2048 if ndim == 2 else 64, 16, 256, 256)
+        self.X, self.G = make_data(ndim, dtype, 2048 if ndim == 2 else 64, 16, 256, 256)
         self.max_norm = float(np.median(md.per_sample_grad_norms(self.X, self.G)))
 
     def time_clip_and_sum(self, ndim, dtype):

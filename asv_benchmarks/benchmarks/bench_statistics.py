@@ -9,7 +9,7 @@ import numpy as np
 
 import matderiv as md
 
-from .bench_gradients import PARAM_NAMES, PARAMS, _data, _short_or_long
+from .bench_gradients import PARAM_NAMES, PARAMS, make_data, short_or_long
 
 
 def _materialized(X, G):
@@ -24,9 +24,9 @@ class SumGradSquaredAndVariance:
 
     def setup(self, ndim, dtype):
         if ndim == 2:
-            self.X, self.G = _data(2, dtype, 1024, 1, 256, 256)
+            self.X, self.G = make_data(2, dtype, 1024, 1, 256, 256)
         else:
-            self.X, self.G = _data(3, dtype, 32, 64, 128, 128)
+            self.X, self.G = make_data(3, dtype, 32, 64, 128, 128)
 
     def time_sum_grad_squared(self, ndim, dtype):
         md.sum_grad_squared(self.X, self.G)
@@ -58,7 +58,7 @@ class PerSampleGradDots:
     param_names = ["ndim", "dtype", "T"]
 
     def setup(self, ndim, dtype, T):
-        self.X, self.G = _short_or_long(ndim, dtype, T, 512)
+        self.X, self.G = short_or_long(ndim, dtype, T, 512)
 
     def time_per_sample_grad_dots(self, ndim, dtype, T):
         md.per_sample_grad_dots(self.X, self.G)
@@ -93,7 +93,7 @@ class KfacFactors:
     param_names = PARAM_NAMES
 
     def setup(self, ndim, dtype):
-        self.X, self.G = _data(ndim, dtype, 2048 if ndim == 2 else 64, 32, 256, 256)
+        self.X, self.G = make_data(ndim, dtype, 2048 if ndim == 2 else 64, 32, 256, 256)
 
     def time_kfac_factors(self, ndim, dtype):
         md.kfac_factors(self.X, self.G, bias=True)

@@ -2,7 +2,8 @@
 float64 copy of the inputs), and the per-sample scaling that clipping needs."""
 from cython cimport floating
 from cython.parallel cimport prange
-from libc.math cimport sqrt
+from libc.float cimport DBL_MAX
+from libc.math cimport fabs, hypot, sqrt
 
 from ._types cimport MATDERIV_SERIAL_BELOW_BYTES
 
@@ -57,12 +58,39 @@ cdef inline double _sumsq(const floating *a, Py_ssize_t K) noexcept nogil:
     return ((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7))
 
 
+cdef double _SAFE_MIN = 2.0 ** -960  # a sum of squares at least this large lost nothing to underflow
+
+
+cdef inline double _norm(const floating *a, Py_ssize_t K, double shift) noexcept nogil:
+    """sqrt(||a||^2 + shift) accumulated in float64.  Squares of float32 entries never
+    leave double's range; float64 entries whose sum of squares underflows (below
+    _SAFE_MIN) or overflows are scaled by their largest magnitude first, so the norm is
+    accurate wherever it is representable.  NaN and inf entries give NaN and inf."""
+    cdef double s = _sumsq(a, K), amax = 0, x
+    cdef Py_ssize_t k
+    if sizeof(floating) == sizeof(float) or s != s or (s >= _SAFE_MIN and s <= DBL_MAX):
+        return sqrt(s + shift)
+    for k in range(K):
+        x = fabs(a[k])
+        if x > amax:
+            amax = x
+    if amax == 0 or amax > DBL_MAX:  # all zeros, or an infinite entry
+        return sqrt(s + shift)
+    s = 0
+    for k in range(K):
+        x = a[k] / amax
+        s = s + x * x
+    return hypot(amax * sqrt(s), sqrt(shift))
+
+
 cdef inline double _outer_norm(
     const floating *a, const floating *b, Py_ssize_t P, Py_ssize_t Q, double a_shift, double b_shift
 ) noexcept nogil:
     """||outer(a, b)|| with shifted squared norms, sqrt(||a||^2 + a_shift) sqrt(||b||^2 + b_shift)
-    (a product of square roots: it overflows only where the norm itself does)."""
-    return sqrt(_sumsq(a, P) + a_shift) * sqrt(_sumsq(b, Q) + b_shift)
+    (a product of norms: it overflows or underflows only where the norm itself does).
+    Where an entry is not finite the factorized value can differ from the norm of the
+    outer product (0 * inf is NaN there): callers recompute non-finite results."""
+    return _norm(a, P, a_shift) * _norm(b, Q, b_shift)
 
 
 def row_dots(
@@ -132,20 +160,19 @@ def outer_norms(
     const floating[:, ::1] b,   # IN  (S, Q)
     double a_shift,             # IN  added to ||a[s]||^2
     double b_shift,             # IN  added to ||b[s]||^2 (1 for a bias: ||db||^2 = ||G[s]||^2)
-    floating[::1] out,          # OUT (S,): sqrt(||a[s]||^2 + a_shift) sqrt(||b[s]||^2 + b_shift)
+    double[::1] out,            # OUT (S,): sqrt(||a[s]||^2 + a_shift) sqrt(||b[s]||^2 + b_shift)
     int n_threads,
 ):
-    """Norms of the row outer products, accumulated in float64, written in the inputs'
-    dtype (one output array, no float64 temporaries)."""
+    """Norms of the row outer products, in float64 (see _norm)."""
     cdef Py_ssize_t S = a.shape[0], P = a.shape[1], Q = b.shape[1], s
     if S == 0:
         return
     cdef const floating *a0 = &a[0, 0] if P else NULL
     cdef const floating *b0 = &b[0, 0] if Q else NULL
-    cdef floating *o = &out[0]
+    cdef double *o = &out[0]
     cdef bint threaded = S * (P + Q) * <Py_ssize_t>sizeof(floating) >= MATDERIV_SERIAL_BELOW_BYTES
     for s in prange(S, schedule="static", nogil=True, num_threads=n_threads, use_threads_if=threaded):
-        o[s] = <floating>_outer_norm(a0 + s * P, b0 + s * Q, P, Q, a_shift, b_shift)
+        o[s] = _outer_norm(a0 + s * P, b0 + s * Q, P, Q, a_shift, b_shift)
 
 
 def clip_rows(

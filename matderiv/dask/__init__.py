@@ -20,6 +20,8 @@ except ImportError as exc:
         "install them with: pip install matderiv[dask]"
     ) from exc
 
+from .. import gradients as in_memory, statistics as in_memory_statistics
+from .._dispatch import register
 from .gradients import batch_grad, clip_and_sum, per_sample_grad_norms, per_sample_grads
 from .statistics import grad_variance, kfac_factors, per_sample_grad_dots, sum_grad_squared
 
@@ -27,3 +29,16 @@ __all__ = [
     "batch_grad", "clip_and_sum", "grad_variance", "kfac_factors", "per_sample_grad_dots",
     "per_sample_grad_norms", "per_sample_grads", "sum_grad_squared",
 ]
+
+# The top-level functions route dask inputs to these (see matderiv._dispatch).
+for _public, _lazy in (
+    (in_memory.per_sample_grads, per_sample_grads),
+    (in_memory.batch_grad, batch_grad),
+    (in_memory.per_sample_grad_norms, per_sample_grad_norms),
+    (in_memory.clip_and_sum, clip_and_sum),
+    (in_memory_statistics.sum_grad_squared, sum_grad_squared),
+    (in_memory_statistics.grad_variance, grad_variance),
+    (in_memory_statistics.per_sample_grad_dots, per_sample_grad_dots),
+    (in_memory_statistics.kfac_factors, kfac_factors),
+):
+    register(_public, _lazy)

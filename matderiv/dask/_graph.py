@@ -35,7 +35,6 @@ from dask.highlevelgraph import HighLevelGraph, MaterializedLayer
 from threadpoolctl import ThreadpoolController
 
 from .. import _validation as v
-from .. import gradients
 
 #: Partials merged by one combine task of a tree reduction.
 SPLIT_EVERY = 8
@@ -44,38 +43,40 @@ Key = tuple[Any, ...]
 
 
 # --- inputs ------------------------------------------------------------------------------
-def _checked(obj: Any, name: str) -> np.ndarray:
+def checked(obj: Any, name: str) -> Any:
     """What the in-memory checks see: a dask array's shape and dtype as a zero-stride
-    stand-in (nothing is computed or allocated); any other input as the in-memory
-    functions take it."""
+    stand-in (nothing is computed or allocated); any other input as it is."""
     if isinstance(obj, da.Array):
         if any(math.isnan(d) for d in obj.shape):
             raise ValueError(
                 f"{name}: expected known chunk sizes, got shape {obj.shape}; "
                 f"call {name}.compute_chunk_sizes() first"
             )
-        obj = np.broadcast_to(np.empty((), dtype=obj.dtype), obj.shape)
-    return v.as_array(obj, name, (2, 3), allow_complex=False)
+        return np.broadcast_to(np.empty((), dtype=obj.dtype), obj.shape)
+    return obj
 
 
 def inputs(X: Any, G: Any) -> tuple[da.Array, da.Array, np.dtype]:
     """Check X and G with the in-memory rules and messages; return them as dask arrays
     with the same chunks along B (X's, when X is a dask array, else G's, else one chunk),
     one chunk along every other axis, and the result dtype."""
-    Xa, Ga = _checked(X, "X"), _checked(G, "G")
-    if Xa.ndim != Ga.ndim or Xa.shape[:-1] != Ga.shape[:-1]:
-        gradients._inputs(Xa, Ga)  # raises the in-memory message (B, T or ndim differ)
-    dtype = v.common_dtype({"X": Xa, "G": Ga}, allow_complex=False)
+    Xa, Ga, dtype = v.batch_pair(checked(X, "X"), checked(G, "G"))  # the in-memory checks
     lazy = [A for A in (X, G) if isinstance(A, da.Array)]
     rows = lazy[0].chunks[0] if lazy else (Xa.shape[0],)
     return _batch_chunked(X, Xa, rows), _batch_chunked(G, Ga, rows), dtype
 
 
-def _batch_chunked(obj: Any, checked: np.ndarray, rows: tuple[int, ...]) -> da.Array:
+def _batch_chunked(obj: Any, seen: np.ndarray, rows: tuple[int, ...]) -> da.Array:
     """obj with chunks `rows` along B and one chunk along every other axis (no-op when
-    it has them already); `checked` is the array the checks saw, for numpy inputs."""
-    chunks = (rows,) + (-1,) * (checked.ndim - 1)
-    return obj.rechunk(chunks) if isinstance(obj, da.Array) else da.from_array(checked, chunks=chunks)
+    it has them already); `seen` is the array the checks saw, for numpy inputs."""
+    chunks = (rows,) + (-1,) * (seen.ndim - 1)
+    return obj.rechunk(chunks) if isinstance(obj, da.Array) else da.from_array(seen, chunks=chunks)
+
+
+def check_max_bytes(max_bytes: int | None) -> None:
+    """max_bytes checked now (type and sign); it bounds each task's allocation when computed."""
+    if max_bytes is not None:
+        v.byte_count(max_bytes, "max_bytes")
 
 
 def check_lazy_out(out: Any) -> None:
@@ -257,6 +258,11 @@ def _with_layer(graph: HighLevelGraph, name: str, tasks: dict[Key, Any], after: 
 
 def _pick(parts: tuple[Any, ...], fields: tuple[int, ...]) -> tuple[Any, ...]:
     return tuple(parts[f] for f in fields)
+
+
+def same(parts: tuple[np.ndarray, ...]) -> tuple[np.ndarray, ...]:
+    """The finalize step of a reduction whose merged partials are the results."""
+    return parts
 
 
 def sum_partials(parts: list[tuple[np.ndarray, ...]]) -> tuple[np.ndarray, ...]:

@@ -19,18 +19,10 @@ import numpy as np
 
 from .. import _validation as v
 from .. import gradients as mem
-from .._memory import check_output_bytes
-from ._graph import Chunks, check_lazy_out, inputs, per_sample_map, sum_partials
+from .._batch import CONVENTIONS, REDUCTIONS, w_shape
+from ._graph import Chunks, check_lazy_out, check_max_bytes, inputs, per_sample_map, same, sum_partials
 
 __all__ = ["batch_grad", "clip_and_sum", "per_sample_grad_norms", "per_sample_grads"]
-
-
-def _check_max_bytes(max_bytes: int | None, what: str) -> None:
-    check_output_bytes([], what=what, max_bytes=max_bytes, hint="")  # type and sign only
-
-
-def _same(parts: tuple[np.ndarray, ...]) -> tuple[np.ndarray, ...]:
-    return parts
 
 
 def _mean(count: int, parts: tuple[np.ndarray, ...]) -> tuple[np.ndarray, ...]:
@@ -45,15 +37,15 @@ def per_sample_grads(
 ) -> da.Array | tuple[da.Array, da.Array]:
     """Lazy matderiv.per_sample_grads: (B, n, m) ("Wx") or (B, m, n) ("xW") with X's
     chunks along B; bias=True gives (dW, db), db (B, n)."""
-    v.check_choice(convention, "convention", mem.CONVENTIONS)
+    v.check_choice(convention, "convention", CONVENTIONS)
     bias = v.check_flag(bias, "bias")
     v.n_threads_value(n_threads)
     Xd, Gd, dtype = inputs(X, G)
     check_lazy_out(out)
-    _check_max_bytes(max_bytes, "per_sample_grads")
+    check_max_bytes(max_bytes)
     kwargs = {"convention": convention, "bias": bias, "max_bytes": max_bytes, "n_threads": n_threads}
     n, m = Gd.shape[-1], Xd.shape[-1]
-    shape = mem._W_shape(n, m, convention)
+    shape = w_shape(n, m, convention)
     if not bias:
         return per_sample_map(mem.per_sample_grads, Xd, Gd, shape, dtype, **kwargs)
     chunks = Chunks(mem.per_sample_grads, Xd, Gd, **kwargs)
@@ -66,15 +58,15 @@ def batch_grad(
 ) -> da.Array | tuple[da.Array, da.Array]:
     """Lazy matderiv.batch_grad: one batch_grad per chunk, summed by a tree reduction
     (divided by B at the end for reduce="mean"); one-chunk results."""
-    v.check_choice(convention, "convention", mem.CONVENTIONS)
-    v.check_choice(reduce, "reduce", mem.REDUCTIONS)
+    v.check_choice(convention, "convention", CONVENTIONS)
+    v.check_choice(reduce, "reduce", REDUCTIONS)
     bias = v.check_flag(bias, "bias")
     Xd, Gd, dtype = inputs(X, G)
-    _check_max_bytes(max_bytes, "batch_grad")
+    check_max_bytes(max_bytes)
     chunks = Chunks(mem.batch_grad, Xd, Gd, convention=convention, bias=bias, max_bytes=max_bytes)
     n, m = Gd.shape[-1], Xd.shape[-1]
-    outputs = [(mem._W_shape(n, m, convention), dtype)] + ([((n,), dtype)] if bias else [])
-    finalize = functools.partial(_mean, Xd.shape[0]) if reduce == "mean" else _same
+    outputs = [(w_shape(n, m, convention), dtype)] + ([((n,), dtype)] if bias else [])
+    finalize = functools.partial(_mean, Xd.shape[0]) if reduce == "mean" else same
     result = chunks.reduction(range(len(outputs)), sum_partials, finalize, outputs)
     return result if bias else result[0]
 
@@ -95,15 +87,15 @@ def clip_and_sum(
     min(1, max_norm/||g_b||) depends on sample b alone, so this is exact) and returns
     its norms; the partial sums meet in a tree reduction.  (dW, norms) or
     (dW, db, norms); norms keep X's chunks along B."""
-    v.check_choice(convention, "convention", mem.CONVENTIONS)
-    clip = mem._check_max_norm(max_norm)
+    v.check_choice(convention, "convention", CONVENTIONS)
+    clip = v.positive_float(max_norm, "max_norm")
     bias = v.check_flag(bias, "bias")
     v.n_threads_value(n_threads)
     Xd, Gd, dtype = inputs(X, G)
-    _check_max_bytes(max_bytes, "clip_and_sum")
+    check_max_bytes(max_bytes)
     chunks = Chunks(mem.clip_and_sum, Xd, Gd, max_norm=clip, convention=convention, bias=bias,
                     max_bytes=max_bytes, n_threads=n_threads)
     n, m = Gd.shape[-1], Xd.shape[-1]
-    outputs = [(mem._W_shape(n, m, convention), dtype)] + ([((n,), dtype)] if bias else [])
-    sums = chunks.reduction(range(len(outputs)), sum_partials, _same, outputs)
+    outputs = [(w_shape(n, m, convention), dtype)] + ([((n,), dtype)] if bias else [])
+    sums = chunks.reduction(range(len(outputs)), sum_partials, same, outputs)
     return sums + (chunks.per_sample(len(outputs), (), dtype),)

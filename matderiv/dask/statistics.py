@@ -22,22 +22,23 @@ from typing import Any
 import dask.array as da
 import numpy as np
 
+from .. import _batch
 from .. import _validation as v
-from .. import gradients
 from .. import statistics as mem
-from ._graph import Chunks, _checked, inputs, pairs, per_sample_map, sum_partials
-from .gradients import _check_max_bytes, _same
+from .._batch import CONVENTIONS, Inputs
+from .._memory import check_output_bytes
+from ._graph import Chunks, check_max_bytes, checked, inputs, pairs, per_sample_map, same, sum_partials
 
 __all__ = ["grad_variance", "kfac_factors", "per_sample_grad_dots", "sum_grad_squared"]
 
 
 def _output_check(what: str, Xd: da.Array, Gd: da.Array, convention: str, bias: bool, dtype: np.dtype,
                   max_bytes: int | None) -> list[tuple[tuple[int, ...], np.dtype]]:
-    """The outputs (W's shape[, (n,)]) as (shape, dtype), checked against max_bytes."""
+    """The outputs (W's shape[, (n,)]) as (shape, dtype), checked against max_bytes now."""
     n, m = Gd.shape[-1], Xd.shape[-1]
-    shape = gradients._W_shape(n, m, convention)
-    mem._output_check(what, shape, n, bias, dtype, max_bytes)
-    return [(shape, dtype)] + ([((n,), dtype)] if bias else [])
+    outputs = [(_batch.w_shape(n, m, convention), dtype)] + ([((n,), dtype)] if bias else [])
+    check_output_bytes(outputs, what=what, max_bytes=max_bytes, hint="")
+    return outputs
 
 
 # --- sum of squares ---------------------------------------------------------------------------
@@ -46,12 +47,12 @@ def sum_grad_squared(
 ) -> da.Array | tuple[da.Array, da.Array]:
     """Lazy matderiv.sum_grad_squared: one in-memory call per chunk, summed by a tree
     reduction; one-chunk results."""
-    v.check_choice(convention, "convention", mem.CONVENTIONS)
+    v.check_choice(convention, "convention", CONVENTIONS)
     bias = v.check_flag(bias, "bias")
     Xd, Gd, dtype = inputs(X, G)
     outputs = _output_check("sum_grad_squared", Xd, Gd, convention, bias, dtype, max_bytes)
     chunks = Chunks(mem.sum_grad_squared, Xd, Gd, convention=convention, bias=bias)
-    result = chunks.reduction(range(len(outputs)), sum_partials, _same, outputs)
+    result = chunks.reduction(range(len(outputs)), sum_partials, same, outputs)
     return result if bias else result[0]
 
 
@@ -63,7 +64,7 @@ def grad_variance(
     """Lazy matderiv.grad_variance in one pass: each chunk's (count, mean, M2) ("Wx";
     and those of db with bias), merged by Chan et al.'s update in a tree, then
     M2 / (B - ddof) (B = 0 gives NaN, B <= ddof divides by 0 as np.var does)."""
-    v.check_choice(convention, "convention", mem.CONVENTIONS)
+    v.check_choice(convention, "convention", CONVENTIONS)
     bias = v.check_flag(bias, "bias")
     ddof = v.check_size(ddof, "ddof")
     Xd, Gd, dtype = inputs(X, G)
@@ -75,24 +76,9 @@ def grad_variance(
 
 
 def _moments(X: np.ndarray, G: np.ndarray, *, bias: bool) -> tuple[Any, ...]:
-    """One chunk's (count, mean, M2) of g_b ("Wx", float64), then those of db_b with bias:
-    M2 from the in-memory grad_variance (no cancellation), the mean a float64 sum of
-    blocks of samples converted at a time (within BLOCK_BYTES).  No samples: zeros."""
-    _, _, Xc, Gc = gradients._inputs(X, G)
-    k, n, m = Xc.shape[0], Gc.shape[-1], Xc.shape[-1]
-    if k == 0:
-        return (0,) + (np.zeros((n, m)), np.zeros((n, m))) + ((np.zeros(n), np.zeros(n)) if bias else ())
-    step = k if Xc.dtype == np.float64 else gradients._block_size(8 * (Xc[0].size + Gc[0].size), k)
-    total, total_b = np.zeros((n, m)), np.zeros(n)
-    for lo in range(0, k, step):
-        Gb = Gc[lo : lo + step].astype(np.float64, copy=False)
-        total += gradients.batch_grad(Xc[lo : lo + step].astype(np.float64, copy=False), Gb)
-        if bias:
-            total_b += gradients._bias_grads(Gb).sum(axis=0)
-    variances = mem.grad_variance(Xc, Gc, bias=bias)
-    if not bias:
-        return k, total / k, np.multiply(variances, k, dtype=np.float64)
-    return k, total / k, np.multiply(variances[0], k, dtype=np.float64), total_b / k, np.multiply(variances[1], k, dtype=np.float64)
+    """One chunk's (count, mean, M2) of g_b ("Wx", float64), then those of db_b with bias,
+    as the in-memory grad_variance forms them."""
+    return _batch.moments(Inputs(X, G).load([], what="grad_variance"), bias)
 
 
 def _chan(parts: list[tuple[Any, ...]]) -> tuple[Any, ...]:
@@ -117,8 +103,8 @@ def _chan(parts: list[tuple[Any, ...]]) -> tuple[Any, ...]:
 
 def _variances(B: int, ddof: int, convention: str, dtype: np.dtype, part: tuple[Any, ...]) -> tuple[np.ndarray, ...]:
     """(vW[, vb]) from the merged partial: M2 / (B - ddof), in the convention and dtype."""
-    vW = mem._oriented(mem._per_dof(part[2], B, ddof), convention, dtype)
-    return (vW,) if len(part) == 3 else (vW, mem._per_dof(part[4], B, ddof).astype(dtype))
+    vW = _batch.oriented(_batch.per_dof(part[2], B, ddof), convention, dtype)
+    return (vW,) if len(part) == 3 else (vW, _batch.per_dof(part[4], B, ddof).astype(dtype))
 
 
 # --- gradient dot products --------------------------------------------------------------------
@@ -133,13 +119,12 @@ def per_sample_grad_dots(
     their outer product (0 for a zero gradient)."""
     bias = v.check_flag(bias, "bias")
     normalize = v.check_flag(normalize, "normalize")
-    if (X2 is None) != (G2 is None):
-        mem._dots_inputs(X, G, X2, G2)  # raises the in-memory message before reading X, G
+    v.both_or_neither(X2, G2)
     Xd, Gd, dtype = inputs(X, G)
     second = None if X2 is None else _second_batch(Xd, Gd, X2, G2)
     if second is not None:
         dtype = np.result_type(dtype, second[2])
-    _check_max_bytes(max_bytes, "per_sample_grad_dots")
+    check_max_bytes(max_bytes)
     rows = [Xd.astype(dtype), Gd.astype(dtype)]
     cols = None if second is None else [second[0].astype(dtype), second[1].astype(dtype)]
     if normalize:  # each chunk's inverse norms, once, next to its X and G
@@ -151,14 +136,15 @@ def per_sample_grad_dots(
 def _second_batch(Xd: da.Array, Gd: da.Array, X2: Any, G2: Any) -> tuple[da.Array, da.Array, np.dtype]:
     """X2 and G2 checked as the in-memory function does (the same messages, nothing
     computed), as inputs() returns them."""
-    mem.check_second_batch(Xd, Gd, _checked(X2, "X2"), _checked(G2, "G2"))
+    X2s, G2s, _ = v.batch_pair(checked(X2, "X2"), checked(G2, "G2"), ("X2", "G2"))
+    v.check_second_batch(Xd, Gd, X2s, G2s)
     return inputs(X2, G2)
 
 
 def _inverse_norms(X: np.ndarray, G: np.ndarray, *, bias: bool, n_threads: int | None) -> np.ndarray:
     """1 / ||g_b|| for one chunk's samples (0 for a zero gradient), as the in-memory normalize."""
-    _, _, Xc, Gc = gradients._inputs(X, G)
-    return mem._inverse_norms(Xc, Gc, bias, v.n_threads_value(n_threads))
+    b = Inputs(X, G).load([], what="per_sample_grad_dots")
+    return _batch.inverse_norms(b, bias, v.n_threads_value(n_threads))
 
 
 def _dots_block(*chunks: np.ndarray, bias: bool, normalize: bool, max_bytes: int | None) -> np.ndarray:
@@ -174,24 +160,28 @@ def _dots_block(*chunks: np.ndarray, bias: bool, normalize: bool, max_bytes: int
 
 
 # --- K-FAC --------------------------------------------------------------------------------------
-def kfac_factors(X: Any, G: Any, *, bias: bool = False, mode: str = "expand") -> tuple[da.Array, da.Array]:
+def kfac_factors(X: Any, G: Any, *, bias: bool = False, mode: str = "expand",
+                 max_bytes: int | None = None) -> tuple[da.Array, da.Array]:
     """Lazy matderiv.kfac_factors: each chunk's unnormalized sums (the in-memory factors
     times their counts), summed by a tree reduction and divided by the counts of the
-    whole batch at the end; A and S exactly symmetric, one-chunk results."""
+    whole batch at the end; A and S exactly symmetric, one-chunk results.  max_bytes
+    is checked now against A and S, and bounds each task's allocation when computed."""
     bias = v.check_flag(bias, "bias")
     v.check_choice(mode, "mode", mem.KFAC_MODES)
     Xd, Gd, dtype = inputs(X, G)
     B, m, n = Xd.shape[0], Xd.shape[-1], Gd.shape[-1]
-    count = B * Xd.shape[1] if Xd.ndim == 3 and mode == "expand" else B
-    chunks = Chunks(_kfac_sums, Xd, Gd, bias=bias, mode=mode)
     outputs = [((m + bias, m + bias), dtype), ((n, n), dtype)]
+    check_output_bytes(outputs, what="kfac_factors", max_bytes=max_bytes, hint="")
+    count = B * Xd.shape[1] if Xd.ndim == 3 and mode == "expand" else B
+    chunks = Chunks(_kfac_sums, Xd, Gd, bias=bias, mode=mode, max_bytes=max_bytes)
     return chunks.reduction([0, 1], sum_partials, functools.partial(_kfac_means, count, B), outputs)
 
 
-def _kfac_sums(X: np.ndarray, G: np.ndarray, *, bias: bool, mode: str) -> tuple[np.ndarray, np.ndarray]:
+def _kfac_sums(X: np.ndarray, G: np.ndarray, *, bias: bool, mode: str,
+               max_bytes: int | None) -> tuple[np.ndarray, np.ndarray]:
     """One chunk's sums behind A and S: the in-memory factors times the counts they were
     divided by (zeros where a count is 0)."""
-    A, S = mem.kfac_factors(X, G, bias=bias, mode=mode)
+    A, S = mem.kfac_factors(X, G, bias=bias, mode=mode, max_bytes=max_bytes)
     k = X.shape[0]
     count = k * X.shape[1] if X.ndim == 3 and mode == "expand" else k
     return (A * count if count else np.zeros_like(A)), (S * k if k else np.zeros_like(S))

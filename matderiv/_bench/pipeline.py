@@ -15,8 +15,8 @@ import sys
 
 import numpy as np
 
-from . import gradients
-from ._bench import Row, best_time
+from .. import _batch, gradients
+from .timing import Row, best_time
 
 _LOOP = r"""
 import sys, time

@@ -29,7 +29,7 @@ def best_time(fn: Callable[[], object], repeat: int) -> float:
 
 
 def floor_time(nbytes: int | Sequence[int], repeat: int) -> float:
-    """The floor for a memory-bound kernel, as DESIGN.md defines it: allocate each output
+    """The floor for a memory-bound kernel: allocate each output
     array fresh (one per entry of nbytes, all alive at once, as an output's arrays are) as
     float64 of the same size, and write every byte once on one thread:
     a = np.empty(N); a.fill(0)."""
@@ -66,3 +66,10 @@ def print_table(rows: list[Row], file: TextIO) -> None:
             lead = f"{row.case:56s} {row.ours * 1e3:11.3f} {ratio}" if k == 0 else " " * 76
             speed = f"{t / row.ours:7.2f}x" if t == t else f"{'-':>8s}"
             print(f"{lead}  {name:36s} {t * 1e3:9.3f} {speed}", file=file)
+
+
+def data(rng: np.random.Generator, lead: tuple[int, ...], n: int, m: int, dtype: type) -> tuple[np.ndarray, np.ndarray]:
+    """Standard normal X (lead + (m,)) and G (lead + (n,)) of dtype."""
+    X = rng.standard_normal(lead + (m,)).astype(dtype)
+    G = rng.standard_normal(lead + (n,)).astype(dtype)
+    return X, G

@@ -9,20 +9,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import gradients
-from ._bench import Row, best_time, floor_time
-
-
-def _data(
-    rng: np.random.Generator, lead: tuple[int, ...], n: int, m: int, dtype: type
-) -> tuple[np.ndarray, np.ndarray]:
-    X = rng.standard_normal(lead + (m,)).astype(dtype)
-    G = rng.standard_normal(lead + (n,)).astype(dtype)
-    return X, G
+from .. import _batch, gradients
+from .timing import Row, best_time, data, floor_time
 
 
 def _per_sample_2d(rng: np.random.Generator, B: int, n: int, m: int, dtype: type, repeat: int) -> list[Row]:
-    X, G = _data(rng, (B,), n, m, dtype)
+    X, G = data(rng, (B,), n, m, dtype)
     out = np.zeros((B, n, m), dtype=dtype)
     floor = floor_time(out.nbytes, repeat)
     name = f"per_sample_grads 2-D B={B} n=m={n} {np.dtype(dtype).name}"
@@ -37,7 +29,7 @@ def _per_sample_2d(rng: np.random.Generator, B: int, n: int, m: int, dtype: type
 
 
 def _per_sample_3d(rng: np.random.Generator, B: int, T: int, n: int, m: int, repeat: int) -> list[Row]:
-    X, G = _data(rng, (B, T), n, m, np.float64)
+    X, G = data(rng, (B, T), n, m, np.float64)
     out = np.zeros((B, n, m))
     name = f"per_sample_grads 3-D B={B} T={T} n=m={n} float64"
     Gt = G.transpose(0, 2, 1)
@@ -51,15 +43,15 @@ def _per_sample_3d(rng: np.random.Generator, B: int, T: int, n: int, m: int, rep
     ]
 
 
-def _batch(rng: np.random.Generator, B: int, n: int, m: int, repeat: int) -> Row:
-    X, G = _data(rng, (B,), n, m, np.float64)
+def _batch_grad(rng: np.random.Generator, B: int, n: int, m: int, repeat: int) -> Row:
+    X, G = data(rng, (B,), n, m, np.float64)
     ref = best_time(lambda: G.T @ X, repeat)
     ours = best_time(lambda: gradients.batch_grad(X, G), repeat)
     return Row(f"batch_grad B={B} n=m={n} float64", ours, None, {"G.T @ X": ref})
 
 
 def _norms_2d(rng: np.random.Generator, B: int, n: int, m: int, repeat: int) -> Row:
-    X, G = _data(rng, (B,), n, m, np.float64)
+    X, G = data(rng, (B,), n, m, np.float64)
 
     def materialize() -> np.ndarray:
         P = np.einsum("bi,bj->bij", G, X)
@@ -78,7 +70,7 @@ def _norms_2d(rng: np.random.Generator, B: int, n: int, m: int, repeat: int) -> 
 def _norms_float32(rng: np.random.Generator, B: int, nm: int, repeat: int) -> Row:
     """float32 norms accumulate in float64 without a float64 copy: about half the time
     of the float64 call where memory-bound."""
-    X, G = _data(rng, (B,), nm, nm, np.float64)
+    X, G = data(rng, (B,), nm, nm, np.float64)
     X32, G32 = X.astype(np.float32), G.astype(np.float32)
     refs = {
         "the float64 call": best_time(lambda: gradients.per_sample_grad_norms(X, G), repeat),
@@ -92,7 +84,7 @@ def _norms_float32(rng: np.random.Generator, B: int, nm: int, repeat: int) -> Ro
 
 
 def _norms_3d(rng: np.random.Generator, B: int, T: int, n: int, m: int, repeat: int) -> Row:
-    X, G = _data(rng, (B, T), n, m, np.float64)
+    X, G = data(rng, (B, T), n, m, np.float64)
 
     def materialize() -> np.ndarray:
         P = np.matmul(G.transpose(0, 2, 1), X)
@@ -107,15 +99,16 @@ def _norms_3d(rng: np.random.Generator, B: int, T: int, n: int, m: int, repeat: 
         "numpy materialize + norm": best_time(materialize, repeat),
         "numpy Gram trick": best_time(gram, repeat),
     }
-    for route in gradients.ROUTES:
-        refs[f"matderiv forced {route}"] = best_time(lambda: gradients._grad_norms(X, G, False, route), repeat)
+    b, threads = _batch.Inputs(X, G).load([], what="bench"), 1
+    for route in _batch.ROUTES:
+        refs[f"matderiv forced {route}"] = best_time(lambda: _batch.norms(b, False, threads, route), repeat)
     ours = best_time(lambda: gradients.per_sample_grad_norms(X, G), repeat)
-    picked = gradients._route(T, n, m)
+    picked = _batch.norm_route(T, n, m)
     return Row(f"per_sample_grad_norms 3-D B={B} T={T} n=m={n} ({picked})", ours, None, refs)
 
 
 def _clip(rng: np.random.Generator, lead: tuple[int, ...], n: int, m: int, repeat: int, materialize: bool) -> Row:
-    X, G = _data(rng, lead, n, m, np.float64)
+    X, G = data(rng, lead, n, m, np.float64)
     max_norm = float(np.median(gradients.per_sample_grad_norms(X, G)))
     refs = {"one batch_grad": best_time(lambda: gradients.batch_grad(X, G), repeat)}
     if materialize:
@@ -144,7 +137,7 @@ def gradient_rows(quick: bool) -> list[Row]:
     for dtype in (np.float64, np.float32):
         rows += _per_sample_2d(rng, B2, nm, nm, dtype, r)
     rows += _per_sample_3d(rng, B3, T3, nm, nm, r)
-    rows.append(_batch(rng, Bb, nb, nb, r))
+    rows.append(_batch_grad(rng, Bb, nb, nb, r))
     rows.append(_norms_2d(rng, B2, nm, nm, r))
     rows.append(_norms_float32(rng, 2**16 if quick else 2**20, 64, r))
     rows.append(_norms_3d(rng, B3, T3, nm, nm, r))  # the two routes cost about the same here

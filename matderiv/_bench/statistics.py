@@ -7,9 +7,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import gradients, statistics
-from ._bench import Row, best_time
-from ._bench_gradients import _data
+from .. import _batch, gradients, statistics
+from .timing import Row, best_time, data
 
 #: Materializing references run only when the (B, n, m) stack is at most this large.
 MATERIALIZE_LIMIT = 512 * 2**20
@@ -49,15 +48,14 @@ def _dots(X: np.ndarray, G: np.ndarray, repeat: int) -> Row:
     if X.ndim == 2:
         refs["numpy (G@G.T)*(X@X.T)"] = best_time(lambda: (G @ G.T) * (X @ X.T), repeat)
     else:
-        Gf, Xf = gradients._rows(G), gradients._rows(X)
+        Gf, Xf = _batch.rows(G), _batch.rows(X)
         B, T = X.shape[:2]
         refs["numpy Gram (B T)^2 trick"] = best_time(
             lambda: ((Gf @ Gf.T) * (Xf @ Xf.T)).reshape(B, T, B, T).sum(axis=(1, 3)), repeat
         )
-        for route in gradients.ROUTES:
-            refs[f"matderiv forced {route}"] = best_time(
-                lambda: statistics._grad_dots(X, G, X, G, True, False, route), repeat
-            )
+        b = _batch.Inputs(X, G).load([], what="bench")
+        for route in _batch.ROUTES:
+            refs[f"matderiv forced {route}"] = best_time(lambda: statistics.grad_dots(b, b, True, False, route), repeat)
     if _fits(X, G):
 
         def materialize() -> np.ndarray:
@@ -66,14 +64,12 @@ def _dots(X: np.ndarray, G: np.ndarray, repeat: int) -> Row:
 
         refs["materialize, P @ P.T"] = best_time(materialize, repeat)
     ours = best_time(lambda: statistics.per_sample_grad_dots(X, G), repeat)
-    picked = "" if X.ndim == 2 else " (" + statistics._dots_route(
-        X.shape[0], X.shape[0], X.shape[1], X.shape[1], G.shape[-1], X.shape[-1], X.dtype.itemsize
-    ) + ")"
+    picked = "" if X.ndim == 2 else f" ({statistics.dots_route(b, b)})"
     return Row(f"per_sample_grad_dots {_dims(X)}{picked}", ours, None, refs)
 
 
 def _kfac(X: np.ndarray, G: np.ndarray, repeat: int) -> Row:
-    Xf, Gf = gradients._rows(X), gradients._rows(G)
+    Xf, Gf = _batch.rows(X), _batch.rows(G)
     refs = {"numpy X.T @ X, G.T @ G": best_time(lambda: (Xf.T @ Xf, Gf.T @ Gf), repeat)}
     nm = X.shape[-1] * G.shape[-1]
     if _fits(X, G) and nm * nm * X.dtype.itemsize <= MATERIALIZE_LIMIT:  # the (nm, nm) Fisher too
@@ -88,7 +84,7 @@ def _kfac(X: np.ndarray, G: np.ndarray, repeat: int) -> Row:
 
 
 def _float32_vs_float64(rng: np.random.Generator, lead: tuple[int, ...], nm: int, repeat: int) -> list[Row]:
-    X, G = _data(rng, lead, nm, nm, np.float64)
+    X, G = data(rng, lead, nm, nm, np.float64)
     X32, G32 = X.astype(np.float32), G.astype(np.float32)
     rows = []
     for name, fn in (("sum_grad_squared", statistics.sum_grad_squared), ("per_sample_grad_dots", statistics.per_sample_grad_dots)):
@@ -106,14 +102,14 @@ def statistics_rows(quick: bool) -> list[Row]:
     else:
         B2, n2, B3, T3, n3, Bd, nd = 4096, 512, 64, 128, 256, 1024, 256
     rows: list[Row] = []
-    X, G = _data(rng, (B2,), n2, n2, np.float64)
+    X, G = data(rng, (B2,), n2, n2, np.float64)
     rows += _squares(X, G, r)
     rows.append(_kfac(X, G, r))
-    X, G = _data(rng, (B3, T3), n3, n3, np.float64)
+    X, G = data(rng, (B3, T3), n3, n3, np.float64)
     rows += _squares(X, G, r)
     rows.append(_kfac(X, G, r))
-    rows.append(_dots(*_data(rng, (Bd,), nd, nd, np.float64), r))
-    rows.append(_dots(*_data(rng, (B3, T3 // 8), n3, n3, np.float64), r))  # short sequences: Gram
-    rows.append(_dots(*_data(rng, (B3 // 2, T3), n3 // 4, n3 // 4, np.float64), r))  # long, small layer
+    rows.append(_dots(*data(rng, (Bd,), nd, nd, np.float64), r))
+    rows.append(_dots(*data(rng, (B3, T3 // 8), n3, n3, np.float64), r))  # short sequences: Gram
+    rows.append(_dots(*data(rng, (B3 // 2, T3), n3 // 4, n3 // 4, np.float64), r))  # long, small layer
     rows += _float32_vs_float64(rng, (Bd,), nd, r)
     return rows

@@ -17,8 +17,8 @@ import dask
 import dask.array as da
 import numpy as np
 
-from . import gradients, statistics
-from ._bench import Row, best_time
+from .. import _batch, gradients, statistics
+from .timing import Row, best_time
 
 WIDTH = 64
 TEST = 256

@@ -7,7 +7,7 @@ import scipy.sparse as sp
 
 import matderiv as md
 
-from ._bench import Row, best_time, floor_time
+from .timing import Row, best_time, floor_time
 
 
 def _tiled_csr(A: sp.csr_array, q: int) -> sp.csr_array:

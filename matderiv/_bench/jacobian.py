@@ -6,7 +6,7 @@ import scipy.sparse as sp
 
 import matderiv as md
 
-from ._bench import Row, best_time, floor_time
+from .timing import Row, best_time, floor_time
 
 
 def _handmade_csr(x: np.ndarray, n: int) -> sp.csr_array:

@@ -1,0 +1,336 @@
+"""The batch core under gradients.py, statistics.py and matderiv.dask.
+
+A batch is X (B, m) with G (B, n), or sequences X (B, T, m) with G (B, T, n).  Sample b's
+weight gradient is g_b = sum_t outer(G[b, t], X[b, t]) ("Wx" orientation, (n, m); "xW"
+is its transpose) and its bias gradient db_b = sum_t G[b, t].  This module owns, for
+every batched function: the inputs (Inputs: checked, nothing copied; Batch: coerced once
+the byte count allows it), W's shape and orientation, bias gradients, the block size of
+temporaries, the per-sample gradient blocks and the float64 blocks, the per-sample norms
+(with the two routes for sequences) and the moments behind the variance.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+from . import _validation as v
+from ._kernels import _outer, _rows
+from ._memory import check_output_bytes
+
+CONVENTIONS = v.CONVENTIONS
+REDUCTIONS = ("sum", "mean")
+ROUTES = ("gram", "materialize")
+
+#: Bytes of temporaries one block of samples may use (at least one sample's worth).
+BLOCK_BYTES = 4 * 2**20
+
+#: Sequences up to this length take the Gram route in one kernel pass (no tiny BLAS call
+#: per sample); longer ones in BLAS blocks, faster per multiply-add.
+GRAM_KERNEL_STEPS = 32
+
+Part = tuple[tuple[int, ...], np.dtype]
+
+
+def w_shape(n: int, m: int, convention: str) -> tuple[int, int]:
+    """W's shape: (n, m) for "Wx", (m, n) for "xW"."""
+    return (n, m) if convention == "Wx" else (m, n)
+
+
+def oriented(W: np.ndarray, convention: str, dtype: np.dtype) -> np.ndarray:
+    """An (n, m) "Wx" array in the convention's orientation, C-contiguous, of dtype."""
+    return np.ascontiguousarray(W if convention == "Wx" else W.T, dtype=dtype)
+
+
+def rows(A: np.ndarray) -> np.ndarray:
+    """(B, [T,] k) as (B*T, k) (explicit sizes: -1 is ambiguous when k is 0)."""
+    return A.reshape(math.prod(A.shape[:-1]), A.shape[-1])
+
+
+def block_rows(per_sample_bytes: int, B: int) -> int:
+    """Samples per block: temporaries within BLOCK_BYTES, at least 1, at most B (or 1)."""
+    return max(1, min(B, BLOCK_BYTES // max(1, per_sample_bytes)))
+
+
+def gemm(Xc: np.ndarray, Gc: np.ndarray, convention: str) -> np.ndarray:
+    """sum_b g_b as one GEMM over all B*T rows: G_flat.T @ X_flat ("Wx") or X_flat.T @ G_flat."""
+    Xf, Gf = rows(Xc), rows(Gc)
+    return Gf.T @ Xf if convention == "Wx" else Xf.T @ Gf
+
+
+# --- inputs ------------------------------------------------------------------------------
+class Batch:
+    """Validated X and G: C-contiguous, aligned, native byte order, one dtype (float32 or
+    float64), X (B, [T,] m) and G (B, [T,] n)."""
+
+    __slots__ = ("X", "G")
+
+    def __init__(self, X: np.ndarray, G: np.ndarray) -> None:
+        self.X, self.G = X, G
+
+    dtype = property(lambda self: self.X.dtype)
+    ndim = property(lambda self: self.X.ndim)
+    B = property(lambda self: self.X.shape[0])
+    T = property(lambda self: self.X.shape[1] if self.X.ndim == 3 else 1)
+    n = property(lambda self: self.G.shape[-1])
+    m = property(lambda self: self.X.shape[-1])
+
+    def take(self, index: Any) -> Batch:
+        """The samples `index` (a slice, or integer indices: then a copy)."""
+        return Batch(self.X[index], self.G[index])
+
+    def float64(self) -> Batch:
+        return Batch(self.X.astype(np.float64, copy=False), self.G.astype(np.float64, copy=False))
+
+    def bias_grads(self) -> np.ndarray:
+        """db_b = sum_t G[b, t], (B, n): G itself when 2-D."""
+        return self.G if self.G.ndim == 2 else self.G.sum(axis=1)
+
+
+class Inputs:
+    """X and G checked against each other, as given: nothing is copied until load()."""
+
+    def __init__(self, X: Any, G: Any, names: tuple[str, str] = ("X", "G")) -> None:
+        self.X, self.G, self.dtype = v.batch_pair(X, G, names)
+        self.ndim, self.B, self.n, self.m = self.X.ndim, self.X.shape[0], self.G.shape[-1], self.X.shape[-1]
+
+    def w_shape(self, convention: str) -> tuple[int, int]:
+        return w_shape(self.n, self.m, convention)
+
+    def parts(self, shape: tuple[int, ...], bias: bool = False) -> list[Part]:
+        """An output of `shape` and, with bias, the bias output (n,), in the result dtype."""
+        return [(shape, self.dtype)] + ([((self.n,), self.dtype)] if bias else [])
+
+    def copies(self, dtype: np.dtype | None = None) -> list[Part]:
+        """The copies of X and G that coercion to `dtype` (default: theirs) makes."""
+        dtype = self.dtype if dtype is None else np.dtype(dtype)
+        return [(a.shape, dtype) for a in (self.X, self.G) if v.needs_copy(a, dtype)]
+
+    def coerce(self, dtype: np.dtype | None = None) -> Batch:
+        dtype = self.dtype if dtype is None else np.dtype(dtype)
+        return Batch(v.contiguous(self.X, dtype), v.contiguous(self.G, dtype))
+
+    def load(self, parts: list[Part], *, what: str, max_bytes: int | None = None, hint: str = "") -> Batch:
+        """The Batch, once the outputs `parts` and the copies coercion makes fit the
+        memory limit (OutputTooLargeError before anything is copied)."""
+        check_output_bytes(parts, what=what, max_bytes=max_bytes, hint=hint, copies=self.copies())
+        return self.coerce()
+
+
+# --- per-sample gradients in blocks --------------------------------------------------------
+def grads(b: Batch, out: np.ndarray | None = None, threads: int = 1) -> np.ndarray:
+    """The per-sample gradients g_b of every sample of b ("Wx", (B, n, m)), into `out`:
+    2-D the outer-product kernel on `threads` threads (each element written once), 3-D one
+    batched matrix product.  0 * inf gives NaN, as it should.  ("xW" gradients are those
+    of Batch(G, X).)"""
+    if out is None:
+        out = np.empty((b.B, b.n, b.m), dtype=b.dtype)
+    if b.ndim == 2:
+        _outer.outer(b.G, b.X, out, threads)
+    elif b.T == 0:  # no steps: every gradient is an empty sum
+        out.fill(0)
+    else:
+        with np.errstate(invalid="ignore", over="ignore"):
+            np.matmul(b.G.transpose(0, 2, 1), b.X, out=out)
+    return out
+
+
+def grad_blocks(b: Batch, step: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
+    """(lo, gw): the per-sample gradients of samples lo, lo + 1, ... ("Wx", (k, n, m)) in
+    blocks within BLOCK_BYTES (or of `step` samples), all in one reused buffer: consume
+    each block before asking for the next."""
+    step = block_rows(b.n * b.m * b.dtype.itemsize, b.B) if step is None else step
+    buf = np.empty((min(step, b.B), b.n, b.m), dtype=b.dtype)
+    for lo in range(0, b.B, step):
+        part = b.take(slice(lo, lo + step))
+        yield lo, grads(part, buf[: part.B])
+
+
+def float64_blocks(b: Batch, per_sample_bytes: int) -> Iterator[tuple[int, Batch]]:
+    """(lo, block): samples lo, lo + 1, ... as float64 Batches, in blocks whose float64
+    conversion and `per_sample_bytes` of the caller's temporaries per sample stay within
+    BLOCK_BYTES (float64 inputs are views, never copied)."""
+    convert = 0 if b.dtype == np.float64 else 8 * b.T * (b.n + b.m)
+    step = block_rows(per_sample_bytes + convert, b.B)
+    for lo in range(0, b.B, step):
+        yield lo, b.take(slice(lo, lo + step)).float64()
+
+
+# --- norms ---------------------------------------------------------------------------------
+def norm_route(T: int, n: int, m: int) -> str:
+    """The cheaper 3-D norm route by multiply-add counts: Gram when T^2 (n + m + 1) < (T + 1) n m."""
+    return "gram" if T * T * (n + m + 1) < (T + 1) * n * m else "materialize"
+
+
+def row_dots(a: np.ndarray, c: np.ndarray, threads: int) -> np.ndarray:
+    """Row-wise dot products of two C-contiguous (S, K) arrays of one dtype, accumulated in
+    float64 without a float64 copy: (S,) float64."""
+    out = np.empty(a.shape[0])
+    _rows.row_dots(a, c, out, threads)
+    return out
+
+
+def squared_norms(b: Batch, bias: bool, threads: int, route: str | None = None) -> np.ndarray:
+    """||g_b||^2 (+ ||db_b||^2 with bias) in float64, (B,), from the structure: 2-D
+    ||G[b]||^2 (||X[b]||^2 + bias); 3-D the Gram identity or per-sample gradients in blocks,
+    whichever norm_route says is cheaper (`route` forces one).  Non-finite inputs can give
+    values that differ from the materialized gradients' (see norms)."""
+    if b.ndim == 2:
+        x2 = row_dots(b.X, b.X, threads)
+        if bias:
+            x2 += 1.0
+        return row_dots(b.G, b.G, threads) * x2
+    chosen = norm_route(b.T, b.n, b.m) if route is None else v.check_choice(route, "route", ROUTES)
+    sq = _gram_squares(b, threads) if chosen == "gram" else _materialized_squares(b)
+    if bias:
+        db = b.bias_grads()
+        sq += row_dots(db, db, threads)
+    return sq
+
+
+def _gram_squares(b: Batch, threads: int) -> np.ndarray:
+    """sum_{t,s} (G[b,t].G[b,s]) (X[b,t].X[b,s]), clamped at 0 (round-off of a cancelling
+    sum; NaN stays NaN): one kernel pass for short sequences, else float64 BLAS blocks."""
+    sq = np.empty(b.B)
+    T = b.T
+    if T <= GRAM_KERNEL_STEPS:
+        _rows.gram_sq(b.G, b.X, sq, threads)  # float64 sums, symmetry in t, s used
+    else:
+        for lo, part in float64_blocks(b, 16 * T * T):
+            k = part.B
+            if lo == 0:  # the first block is the largest: its buffers serve every block
+                gg, xx = np.empty((k, T, T)), np.empty((k, T, T))
+            np.matmul(part.G, part.G.transpose(0, 2, 1), out=gg[:k])
+            np.matmul(part.X, part.X.transpose(0, 2, 1), out=xx[:k])
+            # serial: a parallel region between BLAS calls would fight BLAS's threads
+            sq[lo : lo + k] = row_dots(gg[:k].reshape(k, T * T), xx[:k].reshape(k, T * T), 1)
+    return np.maximum(sq, 0.0, out=sq)
+
+
+def _materialized_squares(b: Batch) -> np.ndarray:
+    sq = np.empty(b.B)
+    for lo, gw in grad_blocks(b):
+        flat = gw.reshape(gw.shape[0], -1)
+        sq[lo : lo + len(flat)] = row_dots(flat, flat, 1)
+    return sq
+
+
+def norms(b: Batch, bias: bool, threads: int, route: str | None = None) -> np.ndarray:
+    """||g_b|| (with the bias: sqrt(||g_b||^2 + ||db_b||^2)) in float64, (B,), never
+    materializing the gradients but for samples whose factorized norm is not finite:
+    those are recomputed from their materialized gradients (exact_norms), so a 0 * inf
+    in g_b gives NaN as it does there."""
+    if b.ndim == 2:  # one kernel pass, accurate over double's whole range
+        out = np.empty(b.B)
+        _rows.outer_norms(b.G, b.X, 0.0, 1.0 if bias else 0.0, out, threads)
+    else:
+        out = np.sqrt(squared_norms(b, bias, threads, route))
+    bad = np.flatnonzero(~np.isfinite(out))
+    if bad.size:
+        out[bad] = exact_norms(b, bad, bias)
+    return out
+
+
+def exact_norms(b: Batch, index: np.ndarray, bias: bool) -> np.ndarray:
+    """Norms of the samples `index` from their materialized float64 gradients (and bias
+    gradients), scaled by their largest magnitude: NaN where an entry is NaN, inf where
+    one is infinite, accurate where the norm is representable."""
+    part = b.take(index).float64()
+    flat = grads(part).reshape(part.B, -1)
+    if bias:
+        flat = np.concatenate([flat, part.bias_grads()], axis=1)
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        scale = np.max(np.abs(flat), axis=1, initial=0.0)  # NaN where any entry is NaN
+        usable = np.isfinite(scale) & (scale > 0)
+        unit = np.where(usable, scale, 1.0)
+        scaled = unit * np.sqrt(np.square(flat / unit[:, None]).sum(axis=1))
+    return np.where(usable, scaled, scale)
+
+
+def inverse_norms(b: Batch, bias: bool, threads: int) -> np.ndarray:
+    """1 / ||g_b|| in float64 (B,), 0 where the norm is 0; NaN stays NaN, inf gives 0."""
+    nrm = norms(b, bias, threads)
+    with np.errstate(divide="ignore"):
+        inv = 1.0 / nrm
+    inv[nrm == 0] = 0.0
+    return inv
+
+
+def per_dof(m2: np.ndarray, count: int, ddof: int) -> np.ndarray:
+    """M2 / max(count - ddof, 0): NaN or inf where there are no degrees of freedom."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return m2 / max(count - ddof, 0)
+
+
+# --- moments -------------------------------------------------------------------------------
+def moments(b: Batch, bias: bool) -> tuple[Any, ...]:
+    """(count, mean, M2) of the per-sample gradients in float64 ("Wx", (n, m)):
+    M2 = sum_b (g_b - mean)^2, without cancellation when the mean dominates; with bias
+    followed by (mean, M2) of db_b (n,), two-pass.  B = 0: zeros."""
+    if b.B == 0:
+        zeros = (np.zeros((b.n, b.m)), np.zeros((b.n, b.m)))
+        return (0, *zeros) + ((np.zeros(b.n), np.zeros(b.n)) if bias else ())
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):  # non-finite inputs propagate
+        mean, m2 = _shifted_moments(b) if b.ndim == 2 else _chan_moments(b)
+        if b.B == 1:  # one sample has no spread (not round-off): 0, or NaN where not finite
+            np.multiply(m2, 0.0, out=m2)
+        if not bias:
+            return b.B, mean, m2
+        db = b.bias_grads().astype(np.float64)
+        db_mean = db.mean(axis=0)
+        return b.B, mean, m2, db_mean, np.square(db - db_mean).sum(axis=0)
+
+
+def _shifted_moments(b: Batch) -> tuple[np.ndarray, np.ndarray]:
+    """2-D: with c ~ mean(X) and a ~ mean(G), w = X - c and u = G - a, the shifted
+    gradients h_b = g_b - a (x) c = G_b (x) w_b + u_b (x) c have g's spread and a small
+    mean, so M2 = sum h^2 - (sum h)^2 / B cancels only what the spread itself does.
+    sum h = G^T w + (sum u) (x) c and sum h^2 = (G*G)^T (w*w) + 2 c * ((G*u)^T w) +
+    (sum u^2) (x) c^2: two GEMMs (G^T w and (G*u)^T w as one), float64 blocks."""
+    B, n, m = b.B, b.n, b.m
+    c, a = b.X.mean(axis=0, dtype=np.float64), b.G.mean(axis=0, dtype=np.float64)
+    lin = sq = None  # [G^T w; (G*u)^T w] (2n, m) and (G*G)^T (w*w) (n, m)
+    su, suu = np.zeros(n), np.zeros(n)
+    for lo, part in float64_blocks(b, 8 * (4 * n + 2 * m)):
+        w, u = part.X - c, part.G - a
+        pair = np.empty((part.B, 2 * n))
+        pair[:, :n] = part.G
+        np.multiply(part.G, u, out=pair[:, n:])
+        block_lin, block_sq = pair.T @ w, np.square(part.G).T @ np.square(w, out=w)
+        lin, sq = (block_lin, block_sq) if lo == 0 else (np.add(lin, block_lin, out=lin), np.add(sq, block_sq, out=sq))
+        su += u.sum(axis=0)
+        suu += np.square(u).sum(axis=0)
+    # in place, with one (n, m) temporary: h_sum = G^T w + su (x) c in lin[:n];
+    # h_sq = sq + 2 c * (G*u)^T w + suu (x) c^2 in sq; M2 = h_sq - h_sum^2 / B in sq
+    tmp = np.empty((n, m))
+    h_sum, cross = lin[:n], lin[n:]
+    h_sum += np.outer(su, c, out=tmp)
+    cross *= 2 * c
+    sq += cross
+    sq += np.outer(suu, c * c, out=tmp)
+    np.divide(h_sum, B, out=tmp)
+    tmp *= h_sum
+    m2 = np.subtract(sq, tmp, out=sq)
+    np.maximum(m2, 0.0, out=m2)  # round-off of the subtraction; NaN stays NaN
+    h_sum /= B
+    h_sum += np.outer(a, c, out=tmp)  # the mean of g_b
+    return h_sum, m2
+
+
+def _chan_moments(b: Batch) -> tuple[np.ndarray, np.ndarray]:
+    """3-D: per-sample gradients in blocks, each block centred on its own mean and merged
+    with Chan et al.'s pairwise update in float64 (no cancellation at all)."""
+    mean, m2, count = np.zeros((b.n, b.m)), np.zeros((b.n, b.m)), 0
+    for _, gw in grad_blocks(b):
+        k = gw.shape[0]
+        block_mean = gw.mean(axis=0, dtype=np.float64)
+        np.subtract(gw, block_mean, out=gw, casting="same_kind")
+        delta = block_mean - mean
+        total = count + k
+        m2 += np.square(gw, out=gw).sum(axis=0, dtype=np.float64)
+        m2 += np.square(delta) * (count * k / total)
+        mean += delta * (k / total)
+        count = total
+    return mean, m2
