@@ -195,6 +195,33 @@ def positive_float(value: Any, name: str) -> float:
     return result
 
 
+def non_negative_float(value: Any, name: str) -> float:
+    """A real number >= 0 such as a tolerance (inf allowed, NaN refused)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, Real):
+        raise TypeError(f"{name}: expected a non-negative float, got {type(value).__name__} {value!r}")
+    if not value >= 0:
+        raise ValueError(f"{name}: expected a non-negative float, got {value!r}")
+    return float(value)
+
+
+def check_callable(f: Any, name: str) -> None:
+    if not callable(f):
+        raise TypeError(f"{name}: expected a callable {name}(W) returning an array, got {type(f).__name__}")
+
+
+def function_value(out: Any, name: str) -> np.ndarray:
+    """What a user's function returned, as an array of numbers (bool, integer, float or complex)."""
+    if isinstance(out, np.ma.MaskedArray):
+        raise TypeError(f"{name}: returned a masked array; return out.filled(value) instead")
+    arr = np.asarray(out)
+    if arr.dtype.kind not in "biufc":
+        raise TypeError(
+            f"{name}: expected {name}(W) to return numbers (bool, integer, float or complex), "
+            f"got {type(out).__name__} of dtype {arr.dtype}"
+        )
+    return arr
+
+
 def byte_count(value: Any, name: str) -> int:
     """A number of bytes such as max_bytes: a non-negative int (numpy integers accepted)."""
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):

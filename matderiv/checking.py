@@ -51,26 +51,9 @@ def _resolution(dtype: np.dtype) -> float:
     return float(np.finfo(np.float32 if _single(dtype) else np.float64).eps)
 
 
-def _check_positive(value: Any, name: str) -> float:
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise TypeError(f"{name}: expected a positive finite float, got {type(value).__name__} {value!r}")
-    if not (np.isfinite(value) and value > 0):
-        raise ValueError(f"{name}: expected a positive finite float, got {value!r}")
-    return float(value)
-
-
 def _value(f: Callable[[np.ndarray], ArrayLike], W: np.ndarray) -> np.ndarray:
     """f at a copy of W, as an array of numbers (bool, integer, float or complex)."""
-    out = f(W.copy())
-    if isinstance(out, np.ma.MaskedArray):
-        raise TypeError("f: returned a masked array; return out.filled(value) instead")
-    arr = np.asarray(out)
-    if arr.dtype.kind not in "biufc":
-        raise TypeError(
-            f"f: expected f(W) to return numbers (bool, integer, float or complex), "
-            f"got {type(out).__name__} of dtype {arr.dtype}"
-        )
-    return arr
+    return v.function_value(f(W.copy()), "f")
 
 
 def _differences(
@@ -85,14 +68,13 @@ def _differences(
     `scratch` output-sized float64 arrays that the caller will add are counted
     against max_bytes with the result.
     """
-    if not callable(f):
-        raise TypeError(f"f: expected a callable f(W) returning an array, got {type(f).__name__}")
+    v.check_callable(f, "f")
     arr = v.as_array(W, "W", range(0, 33))
     # order="C": Wflat below must be a view of W0 (a Fortran-ordered copy would make
     # reshape(-1) a copy, and every perturbation would be lost)
     W0 = np.array(arr, dtype=_work_dtype(v.common_dtype({"W": arr})), order="C")
     if eps is not None:
-        eps = _check_positive(eps, "eps")
+        eps = v.positive_float(eps, "eps")
     f0 = _value(f, W0)
     resolution = _resolution(f0.dtype)
     if eps is None:
@@ -172,14 +154,7 @@ def check_jacobian(
     else:
         claimed = v.as_array(J, "J", range(0, 65))
         claimed = v.contiguous(claimed, v.common_dtype({"J": claimed}))
-    tolerances = {}
-    for name, tol in (("rtol", rtol), ("atol", atol)):
-        if tol is not None:
-            if isinstance(tol, (bool, np.bool_)) or not isinstance(tol, (int, float, np.integer, np.floating)):
-                raise TypeError(f"{name}: expected a non-negative float, got {type(tol).__name__} {tol!r}")
-            if not tol >= 0:
-                raise ValueError(f"{name}: expected a non-negative float, got {tol!r}")
-            tolerances[name] = float(tol)
+    tolerances = {name: v.non_negative_float(tol, name) for name, tol in (("rtol", rtol), ("atol", atol)) if tol is not None}
     N, noise, f_dtype = _differences(f, W, eps, max_bytes, scratch=3)
     if claimed.shape != N.shape:
         raise ValueError(

@@ -231,16 +231,8 @@ def clip_and_sum(
     a, other = (b.G, b.X) if scale_G else (b.X, b.G)
     # non-finite inputs follow the arithmetic documented above, without warnings
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        if b.ndim == 2:  # one kernel pass: norms, factors and the scaled rows
-            cb, norms64, factor = np.empty_like(a), np.empty(B), np.empty(B)
-            shift = 1.0 if bias else 0.0  # ||g_b||^2 + ||db_b||^2 = ||G[b]||^2 (||X[b]||^2 + 1)
-            a_shift, b_shift = (0.0, shift) if scale_G else (shift, 0.0)
-            _rows.clip_rows(a, other, a_shift, b_shift, clip, cb, norms64, factor, threads)
-            bad = np.flatnonzero(~np.isfinite(norms64))
-            if bad.size:  # the factorized norm may miss a 0 * inf of g_b: recompute those
-                norms64[bad] = _batch.exact_norms(b, bad, bias)
-                factor[bad] = _clip_factors(norms64[bad], clip)
-                cb[bad] = a[bad] * factor[bad, None].astype(dtype)
+        if b.ndim == 2:
+            cb, norms64, factor = _clip_rows(b, scale_G, clip, bias, threads)
         else:
             norms64 = _batch.norms(b, bias, threads)
             factor = _clip_factors(norms64, clip)
@@ -251,6 +243,23 @@ def clip_and_sum(
             return dW, norms
         db = b.bias_grads().T @ factor.astype(dtype)  # sum_b c_b db_b
     return dW, db, norms
+
+
+def _clip_rows(b: Batch, scale_G: bool, clip: float, bias: bool, threads: int) -> tuple[np.ndarray, ...]:
+    """2-D, one kernel pass: the scaled copy c_b a_b of the narrower operand a, the norms
+    and the factors c_b (float64).  Samples whose factorized norm is not finite are
+    recomputed from their materialized gradients (it may miss a 0 * inf of g_b)."""
+    a, other = (b.G, b.X) if scale_G else (b.X, b.G)
+    cb, norms, factor = np.empty_like(a), np.empty(b.B), np.empty(b.B)
+    shift = 1.0 if bias else 0.0  # ||g_b||^2 + ||db_b||^2 = ||G[b]||^2 (||X[b]||^2 + 1)
+    a_shift, b_shift = (0.0, shift) if scale_G else (shift, 0.0)
+    _rows.clip_rows(a, other, a_shift, b_shift, clip, cb, norms, factor, threads)
+    bad = np.flatnonzero(~np.isfinite(norms))
+    if bad.size:
+        norms[bad] = _batch.exact_norms(b, bad, bias)
+        factor[bad] = _clip_factors(norms[bad], clip)
+        cb[bad] = a[bad] * factor[bad, None].astype(a.dtype)
+    return cb, norms, factor
 
 
 def _clip_factors(norms: np.ndarray, clip: float) -> np.ndarray:

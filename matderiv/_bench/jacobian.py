@@ -25,16 +25,13 @@ def _fancy_tensor(x: np.ndarray, n: int) -> np.ndarray:
     return D
 
 
-def jacobian_rows(quick: bool) -> list[Row]:
-    rng = np.random.default_rng(0)
-    rep = 3 if quick else 15
-    rows: list[Row] = []
-
-    n = m = 300 if quick else 1000
-    x = rng.standard_normal(m)
+def _sparse_rows(rng: np.random.Generator, n: int, rep: int) -> list[Row]:
+    """tosparse in every format against scipy.sparse.kron and a numpy-built csr_array."""
+    x = rng.standard_normal(n)
     J = md.jacobian_wx(x, n)
     row_x = sp.csr_array(x[None, :])
     eye = sp.eye_array(n, format="csr")
+    rows = []
     for fmt in ("csr", "csc", "coo"):
         A = J.tosparse(fmt)
         index_arrays = (A.coords if fmt == "coo" else (A.indices, A.indptr))
@@ -45,54 +42,45 @@ def jacobian_rows(quick: bool) -> list[Row]:
         rows.append(
             Row(f"tosparse {fmt} F n=m={n} f64", best_time(lambda: J.tosparse(fmt), rep), floor_time(nbytes, rep), refs)
         )
-
-    n = m = 80 if quick else 200
-    for dtype in (np.float64, np.float32):
-        x = rng.standard_normal(m).astype(dtype)
-        J = md.jacobian_wx(x, n)
-        eye_n = np.eye(n, dtype=dtype)
-        tag = "f64" if dtype == np.float64 else "f32"
-        nbytes = n * n * m * x.itemsize
-        rows.append(
-            Row(
-                f"toarray numerator n=m={n} {tag}",
-                best_time(J.toarray, rep),
-                floor_time(nbytes, rep),
-                {
-                    "np.zeros + fancy indexing": best_time(lambda: _fancy_tensor(x, n), rep),
-                    "np.einsum('ia,b->iab', I, x)": best_time(lambda: np.einsum("ia,b->iab", eye_n, x), rep),
-                },
-            )
-        )
-        rows.append(
-            Row(
-                f"toarray denominator n=m={n} {tag}",
-                best_time(lambda: J.toarray("denominator"), rep),
-                floor_time(nbytes, rep),
-                {"np.einsum('ai,b->abi', I, x)": best_time(lambda: np.einsum("ai,b->abi", eye_n, x), rep)},
-            )
-        )
-        rows.append(
-            Row(
-                f"tovec F (x^T kron I) n=m={n} {tag}",
-                best_time(J.tovec, rep),
-                floor_time(nbytes, rep),
-                {"np.kron(x[None], I)": best_time(lambda: np.kron(x[None, :], eye_n), rep)},
-            )
-        )
-
-    n = m = 300 if quick else 1000
-    x = rng.standard_normal(m)
-    dW = rng.standard_normal((n, m))
-    g = rng.standard_normal(n)
-    J = md.jacobian_wx(x, n)
-    rows.append(Row(f"jvp n=m={n} f64", best_time(lambda: J.jvp(dW), rep), None, {"dW @ x": best_time(lambda: dW @ x, rep)}))
-    rows.append(
-        Row(
-            f"vjp n=m={n} f64",
-            best_time(lambda: J.vjp(g), rep),
-            floor_time(n * m * 8, rep),
-            {"np.outer(g, x)": best_time(lambda: np.outer(g, x), rep)},
-        )
-    )
     return rows
+
+
+def _dense_rows(rng: np.random.Generator, n: int, dtype: type, rep: int) -> list[Row]:
+    """toarray in both layouts and tovec against fancy indexing, einsum and np.kron."""
+    x = rng.standard_normal(n).astype(dtype)
+    J = md.jacobian_wx(x, n)
+    eye_n = np.eye(n, dtype=dtype)
+    tag = "f64" if dtype == np.float64 else "f32"
+    floor = floor_time(n * n * n * x.itemsize, rep)
+    numerator = {
+        "np.zeros + fancy indexing": best_time(lambda: _fancy_tensor(x, n), rep),
+        "np.einsum('ia,b->iab', I, x)": best_time(lambda: np.einsum("ia,b->iab", eye_n, x), rep),
+    }
+    denominator = {"np.einsum('ai,b->abi', I, x)": best_time(lambda: np.einsum("ai,b->abi", eye_n, x), rep)}
+    return [
+        Row(f"toarray numerator n=m={n} {tag}", best_time(J.toarray, rep), floor, numerator),
+        Row(f"toarray denominator n=m={n} {tag}", best_time(lambda: J.toarray("denominator"), rep), floor, denominator),
+        Row(f"tovec F (x^T kron I) n=m={n} {tag}", best_time(J.tovec, rep), floor,
+            {"np.kron(x[None], I)": best_time(lambda: np.kron(x[None, :], eye_n), rep)}),
+    ]
+
+
+def _product_rows(rng: np.random.Generator, n: int, rep: int) -> list[Row]:
+    """jvp and vjp against dW @ x and np.outer."""
+    x, dW, g = rng.standard_normal(n), rng.standard_normal((n, n)), rng.standard_normal(n)
+    J = md.jacobian_wx(x, n)
+    return [
+        Row(f"jvp n=m={n} f64", best_time(lambda: J.jvp(dW), rep), None, {"dW @ x": best_time(lambda: dW @ x, rep)}),
+        Row(f"vjp n=m={n} f64", best_time(lambda: J.vjp(g), rep), floor_time(n * n * 8, rep),
+            {"np.outer(g, x)": best_time(lambda: np.outer(g, x), rep)}),
+    ]
+
+
+def jacobian_rows(quick: bool) -> list[Row]:
+    rng = np.random.default_rng(0)
+    rep = 3 if quick else 15
+    big, small = (300, 80) if quick else (1000, 200)
+    rows = _sparse_rows(rng, big, rep)
+    for dtype in (np.float64, np.float32):
+        rows += _dense_rows(rng, small, dtype, rep)
+    return rows + _product_rows(rng, big, rep)
