@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -265,32 +265,78 @@ def per_dof(m2: np.ndarray, count: int, ddof: int) -> np.ndarray:
 
 
 # --- moments -------------------------------------------------------------------------------
-def moments(b: Batch, bias: bool) -> tuple[Any, ...]:
-    """(count, mean, M2) of the per-sample gradients in float64 ("Wx", (n, m)):
-    M2 = sum_b (g_b - mean)^2, without cancellation when the mean dominates; with bias
-    followed by (mean, M2) of db_b (n,), two-pass.  B = 0: zeros."""
+class Moments(NamedTuple):
+    """count, mean and M2 = sum_b (g_b - mean)^2 of per-sample gradients in float64
+    ("Wx", (n, m)), the mean held relative to a shift: it is `mean + steps * outer(a, c)`,
+    with a and c near the means of G's and X's rows, so that means that dominate the
+    spread lose nothing where partials are merged.  With bias, those of db_b: its mean is
+    `bias_mean + steps * a` (bias_mean and bias_m2 are None without bias)."""
+
+    count: int
+    steps: int
+    a: np.ndarray
+    c: np.ndarray
+    mean: np.ndarray
+    m2: np.ndarray
+    bias_mean: np.ndarray | None = None
+    bias_m2: np.ndarray | None = None
+
+    def grad_mean(self) -> np.ndarray:
+        return self.mean + self.steps * np.outer(self.a, self.c)
+
+    def merge(self, other: Moments) -> Moments:
+        """Chan et al.'s pairwise update, M2 = M2_a + M2_b + delta^2 n_a n_b / n, with
+        delta taken between shifted means: a' (x) c' - a (x) c = a' (x) (c' - c) +
+        (a' - a) (x) c needs no difference of large products.  The result keeps self's
+        shift; a partial of no samples contributes nothing."""
+        if other.count == 0:
+            return self
+        if self.count == 0:
+            return other
+        k, total = other.count, self.count + other.count
+        with np.errstate(invalid="ignore", over="ignore"):
+            da, dc = other.a - self.a, other.c - self.c
+            shift = self.steps * (np.outer(other.a, dc) + np.outer(da, self.c))
+            merged = [_chan(self.mean, self.m2, other.mean + shift, other.m2, self.count, k)]
+            if self.bias_mean is not None:
+                merged.append(_chan(self.bias_mean, self.bias_m2, other.bias_mean + self.steps * da, other.bias_m2,
+                                    self.count, k))
+        return Moments(total, self.steps, self.a, self.c, *(x for pair in merged for x in pair))
+
+
+def _chan(mean: np.ndarray, m2: np.ndarray, mean2: np.ndarray, m2b: np.ndarray, n1: int, n2: int) -> tuple:
+    delta = mean2 - mean
+    total = n1 + n2
+    return mean + delta * (n2 / total), m2 + m2b + np.square(delta) * (n1 * n2 / total)
+
+
+def moments(b: Batch, bias: bool) -> Moments:
+    """The Moments of the per-sample gradients (see Moments), without cancellation when
+    the mean dominates: 2-D from shifted sums (three GEMMs), 3-D from blocks of shifted
+    per-sample gradients merged with Chan's update.  B = 0: zeros."""
+    a = rows(b.G).mean(axis=0, dtype=np.float64) if b.B * b.T else np.zeros(b.n)
+    c = rows(b.X).mean(axis=0, dtype=np.float64) if b.B * b.T else np.zeros(b.m)
     if b.B == 0:
-        zeros = (np.zeros((b.n, b.m)), np.zeros((b.n, b.m)))
-        return (0, *zeros) + ((np.zeros(b.n), np.zeros(b.n)) if bias else ())
+        zeros = [np.zeros((b.n, b.m)), np.zeros((b.n, b.m))] + ([np.zeros(b.n), np.zeros(b.n)] if bias else [])
+        return Moments(0, b.T, a, c, *zeros)
     with np.errstate(invalid="ignore", over="ignore", divide="ignore"):  # non-finite inputs propagate
-        mean, m2 = _shifted_moments(b) if b.ndim == 2 else _chan_moments(b)
+        mean, m2 = _shifted_moments(b, a, c) if b.ndim == 2 else _chan_moments(b, a, c)
         if b.B == 1:  # one sample has no spread (not round-off): 0, or NaN where not finite
             np.multiply(m2, 0.0, out=m2)
         if not bias:
-            return b.B, mean, m2
-        db = b.bias_grads().astype(np.float64)
-        db_mean = db.mean(axis=0)
-        return b.B, mean, m2, db_mean, np.square(db - db_mean).sum(axis=0)
+            return Moments(b.B, b.T, a, c, mean, m2)
+        du = b.bias_grads().astype(np.float64) - b.T * a  # db_b - T a, two-pass
+        du_mean = du.mean(axis=0)
+        return Moments(b.B, b.T, a, c, mean, m2, du_mean, np.square(du - du_mean).sum(axis=0))
 
 
-def _shifted_moments(b: Batch) -> tuple[np.ndarray, np.ndarray]:
-    """2-D: with c ~ mean(X) and a ~ mean(G), w = X - c and u = G - a, the shifted
-    gradients h_b = g_b - a (x) c = G_b (x) w_b + u_b (x) c have g's spread and a small
-    mean, so M2 = sum h^2 - (sum h)^2 / B cancels only what the spread itself does.
-    sum h = G^T w + (sum u) (x) c and sum h^2 = (G*G)^T (w*w) + 2 c * ((G*u)^T w) +
-    (sum u^2) (x) c^2: two GEMMs (G^T w and (G*u)^T w as one), float64 blocks."""
+def _shifted_moments(b: Batch, a: np.ndarray, c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """2-D: with w = X - c and u = G - a, the shifted gradients h_b = g_b - a (x) c =
+    G_b (x) w_b + u_b (x) c have g's spread and a small mean, so M2 = sum h^2 - (sum h)^2 / B
+    cancels only what the spread itself does.  sum h = G^T w + (sum u) (x) c and sum h^2 =
+    (G*G)^T (w*w) + 2 c * ((G*u)^T w) + (sum u^2) (x) c^2: two GEMMs (G^T w and (G*u)^T w
+    as one), float64 blocks.  Returns (mean of h, M2)."""
     B, n, m = b.B, b.n, b.m
-    c, a = b.X.mean(axis=0, dtype=np.float64), b.G.mean(axis=0, dtype=np.float64)
     lin = sq = None  # [G^T w; (G*u)^T w] (2n, m) and (G*G)^T (w*w) (n, m)
     su, suu = np.zeros(n), np.zeros(n)
     for lo, part in float64_blocks(b, 8 * (4 * n + 2 * m)):
@@ -315,22 +361,24 @@ def _shifted_moments(b: Batch) -> tuple[np.ndarray, np.ndarray]:
     m2 = np.subtract(sq, tmp, out=sq)
     np.maximum(m2, 0.0, out=m2)  # round-off of the subtraction; NaN stays NaN
     h_sum /= B
-    h_sum += np.outer(a, c, out=tmp)  # the mean of g_b
     return h_sum, m2
 
 
-def _chan_moments(b: Batch) -> tuple[np.ndarray, np.ndarray]:
-    """3-D: per-sample gradients in blocks, each block centred on its own mean and merged
-    with Chan et al.'s pairwise update in float64 (no cancellation at all)."""
-    mean, m2, count = np.zeros((b.n, b.m)), np.zeros((b.n, b.m)), 0
-    for _, gw in grad_blocks(b):
-        k = gw.shape[0]
-        block_mean = gw.mean(axis=0, dtype=np.float64)
-        np.subtract(gw, block_mean, out=gw, casting="same_kind")
-        delta = block_mean - mean
-        total = count + k
-        m2 += np.square(gw, out=gw).sum(axis=0, dtype=np.float64)
-        m2 += np.square(delta) * (count * k / total)
-        mean += delta * (k / total)
-        count = total
+def _chan_moments(b: Batch, a: np.ndarray, c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """3-D: the shifted gradients h_b = g_b - T a (x) c = G_b^T (X_b - c) + (sum_t (G_bt - a)) (x) c
+    in blocks, each block centred on its own mean and merged with Chan's update in float64
+    (no cancellation at all).  Returns (mean of h, M2)."""
+    mean = m2 = None
+    count = 0
+    for _, part in float64_blocks(b, 8 * (2 * b.n * b.m + 2 * b.T * (b.n + b.m))):
+        hw = grads(Batch(part.X - c, part.G))
+        hw += (part.G - a).sum(axis=1)[:, :, None] * c
+        block_mean = hw.mean(axis=0)
+        hw -= block_mean
+        block_m2 = np.square(hw, out=hw).sum(axis=0)
+        if count:
+            mean, m2 = _chan(mean, m2, block_mean, block_m2, count, part.B)
+        else:
+            mean, m2 = block_mean, block_m2
+        count += part.B
     return mean, m2

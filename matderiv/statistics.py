@@ -116,11 +116,11 @@ def grad_variance(
     ddof = v.check_size(ddof, "ddof")
     inp = Inputs(X, G)
     b = inp.load(inp.parts(inp.w_shape(convention), bias), what="grad_variance", max_bytes=max_bytes)
-    count, _, m2, *bias_moments = _batch.moments(b, bias)
-    vW = _batch.oriented(_batch.per_dof(m2, count, ddof), convention, b.dtype)
+    moments = _batch.moments(b, bias)
+    vW = _batch.oriented(_batch.per_dof(moments.m2, b.B, ddof), convention, b.dtype)
     if not bias:
         return vW
-    return vW, _batch.per_dof(bias_moments[1], count, ddof).astype(b.dtype)
+    return vW, _batch.per_dof(moments.bias_m2, b.B, ddof).astype(b.dtype)
 
 
 # --- gradient dot products --------------------------------------------------------------------

@@ -532,6 +532,19 @@ def test_grad_variance_when_the_mean_dominates(ndim):
     np.testing.assert_allclose(got, want, rtol=1e-3)
 
 
+@pytest.mark.parametrize("ratio", [1e4, 1e6, 1e9])
+def test_grad_variance_2d_float64_when_the_mean_dominates(ratio):
+    """X = ratio + N(64, 3), G = ratio + N(64, 2) in uneven chunks: each chunk's shifted sums
+    and the Chan merge keep 1e-8 against a long-double two-pass variance (E[g^2] - E[g]^2
+    was off by a factor 292 at 1e6)."""
+    rng = np.random.default_rng(21)
+    X, G = ratio + rng.standard_normal((64, 3)), ratio + rng.standard_normal((64, 2))
+    P = np.einsum("bi,bj->bij", G.astype(np.longdouble), X.astype(np.longdouble))
+    want = ((P - P.mean(axis=0)) ** 2).mean(axis=0)
+    got = md.grad_variance(da.from_array(X, chunks=((5, 0, 40, 19), 3)), G).compute()
+    np.testing.assert_allclose(got, want.astype(np.float64), rtol=1e-8)
+
+
 def test_grad_variance_of_too_few_samples():
     """B <= ddof as np.var: 0 / 0 = NaN for one sample (ddof=1), inf for two (ddof=3);
     chunks of no samples in between change nothing."""

@@ -202,6 +202,19 @@ def test_dots_mixed_dtypes_give_float64():
 
 
 # --- kfac_factors -------------------------------------------------------------------------------------
+def test_kfac_honours_max_bytes():
+    """A (m, m) of a wide X is counted before it is allocated: 32 TiB here."""
+    with pytest.raises(md.OutputTooLargeError, match=r"kfac_factors: the output \(2097152, 2097152\) float64 \+ \(2, 2\)"):
+        md.kfac_factors(np.ones((1, 2**21)), np.ones((1, 2)))
+    X, G = data(3, b=4, t=5, n=3, m=6)
+    A, S = md.kfac_factors(X, G, mode="reduce", max_bytes=(7 * 7 + 3 * 3 + 4 * 6 + 4 * 3) * 8)
+    assert A.shape == (6, 6)
+    with pytest.raises(md.OutputTooLargeError, match=r"kfac_factors: .* \(4, 6\) float64 \+ \(4, 3\) float64"):
+        md.kfac_factors(X, G, mode="reduce", max_bytes=(6 * 6 + 3 * 3) * 8)  # the per-sample means count too
+    with pytest.raises(TypeError, match="max_bytes: expected an int or None, got float"):
+        md.kfac_factors(X, G, max_bytes=1.0)
+
+
 def test_kfac_one_sample_is_exactly_the_outer_product_of_vec_f():
     rng = np.random.default_rng(5)
     x, g = rng.integers(-9, 10, (1, M)).astype(float), rng.integers(-9, 10, (1, N)).astype(float)

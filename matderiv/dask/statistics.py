@@ -71,40 +71,29 @@ def grad_variance(
     outputs = _output_check("grad_variance", Xd, Gd, convention, bias, dtype, max_bytes)
     chunks = Chunks(_moments, Xd, Gd, bias=bias)
     finalize = functools.partial(_variances, Xd.shape[0], ddof, convention, dtype)
-    result = chunks.reduction(range(1 + 2 * len(outputs)), _chan, finalize, outputs)
+    result = chunks.reduction(range(len(_batch.Moments._fields)), _merge, finalize, outputs)
     return result if bias else result[0]
 
 
-def _moments(X: np.ndarray, G: np.ndarray, *, bias: bool) -> tuple[Any, ...]:
-    """One chunk's (count, mean, M2) of g_b ("Wx", float64), then those of db_b with bias,
-    as the in-memory grad_variance forms them."""
+def _moments(X: np.ndarray, G: np.ndarray, *, bias: bool) -> _batch.Moments:
+    """One chunk's Moments of g_b (and of db_b with bias), as the in-memory
+    grad_variance forms them: mean relative to the chunk's shift, M2 in float64."""
     return _batch.moments(Inputs(X, G).load([], what="grad_variance"), bias)
 
 
-def _chan(parts: list[tuple[Any, ...]]) -> tuple[Any, ...]:
-    """Merge (count, mean, M2, ...) partials (pairs of mean and M2 after the count):
-    Chan et al.'s update, M2 = M2_a + M2_b + delta^2 n_a n_b / n.  A partial of no
-    samples contributes nothing."""
-    count, *acc = parts[0]
-    for k, *fields in parts[1:]:
-        if k == 0:
-            continue
-        if count == 0:
-            count, acc = k, fields
-            continue
-        total = count + k
-        merged = []
-        for mean_a, m2_a, mean_b, m2_b in zip(acc[0::2], acc[1::2], fields[0::2], fields[1::2]):
-            delta = mean_b - mean_a
-            merged += [mean_a + delta * (k / total), m2_a + m2_b + np.square(delta) * (count * k / total)]
-        count, acc = total, merged
-    return (count, *acc)
+def _merge(parts: list[tuple[Any, ...]]) -> _batch.Moments:
+    """Chan et al.'s update over partial Moments (shifted means: no cancellation when the
+    mean dominates); a partial of no samples contributes nothing."""
+    return functools.reduce(_batch.Moments.merge, (_batch.Moments(*p) for p in parts))
 
 
 def _variances(B: int, ddof: int, convention: str, dtype: np.dtype, part: tuple[Any, ...]) -> tuple[np.ndarray, ...]:
     """(vW[, vb]) from the merged partial: M2 / (B - ddof), in the convention and dtype."""
-    vW = _batch.oriented(_batch.per_dof(part[2], B, ddof), convention, dtype)
-    return (vW,) if len(part) == 3 else (vW, _batch.per_dof(part[4], B, ddof).astype(dtype))
+    merged = _batch.Moments(*part)
+    vW = _batch.oriented(_batch.per_dof(merged.m2, B, ddof), convention, dtype)
+    if merged.bias_m2 is None:
+        return (vW,)
+    return vW, _batch.per_dof(merged.bias_m2, B, ddof).astype(dtype)
 
 
 # --- gradient dot products --------------------------------------------------------------------
