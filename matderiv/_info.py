@@ -9,6 +9,7 @@ import scipy
 
 from . import _threads
 from . import _validation as v
+from ._config import get_serial_below_bytes
 from ._kernels import WAIT_POLICY, _openmp, loaded_runtimes
 from ._memory import memory_limit
 
@@ -47,6 +48,8 @@ def report() -> list[tuple[str, str]]:
         ("openmp wait policy", WAIT_POLICY),
         ("threads", f"default {_openmp.max_threads()} (OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}), "
                     f"{cores} usable cores, n_threads at most {v.max_threads()}"),
+        ("serial below", f"{get_serial_below_bytes()} bytes (kernel calls that write less run on one "
+                         "thread; MATDERIV_SERIAL_BELOW_BYTES or matderiv.set_serial_below_bytes)"),
         ("forked child", "yes: kernels run serially" if _threads.serial_after_fork() else "no"),
         ("blas", _blas()),
         ("memory limit", "none" if limit is None else f"{limit} bytes ({limit / 2**30:.3g} GiB), from {source}"),

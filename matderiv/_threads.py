@@ -6,7 +6,7 @@ team waits forever for threads that exist only in the parent. A team of one neve
 touches the pool, so the child's kernels return the parent's results; the parent keeps
 its threads, and children started by spawn or forkserver (whose server never ran a
 kernel) keep theirs. (Work too small to gain from threads runs serially in the kernels
-themselves; see MATDERIV_SERIAL_BELOW_BYTES in _kernels/_types.pxd.)
+themselves; see matderiv.set_serial_below_bytes.)
 """
 from __future__ import annotations
 

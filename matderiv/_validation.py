@@ -190,3 +190,14 @@ def check_out(out: Any, shape: tuple[int, ...], dtype: np.dtype, inputs: Iterabl
 def index_dtype(maxval: int) -> np.dtype:
     """int32 for sparse indices when every index and count fits, int64 otherwise."""
     return np.dtype(np.int32) if int(maxval) <= INT32_INDEX_MAX else np.dtype(np.int64)
+
+
+# --- runtime settings ---
+def check_byte_count(value: Any, name: str) -> int:
+    """A size in bytes such as a threshold: a non-negative int that fits a C Py_ssize_t
+    (numpy integers accepted, bool refused)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name}: expected a non-negative int (bytes), got {type(value).__name__} {value!r}")
+    if not 0 <= value <= _MAX_DIM:
+        raise ValueError(f"{name}: expected a non-negative int of at most {_MAX_DIM} (bytes), got {value}")
+    return int(value)

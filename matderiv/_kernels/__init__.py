@@ -8,11 +8,19 @@ scheduler time slice (15-25x slower loops on 2 cores). Unless the user chose a p
 (OMP_WAIT_POLICY, GOMP_SPINCOUNT or KMP_BLOCKTIME set), the runtime is loaded with
 OMP_WAIT_POLICY=PASSIVE and the environment is restored right after, so child processes
 and other libraries see it unchanged. WAIT_POLICY says what happened.
+
+MATDERIV_SERIAL_BELOW_BYTES, also read at load, sets the size in bytes below which a
+kernel call runs on the calling thread (default 1 MiB; matderiv.set_serial_below_bytes
+changes it later).
 """
+from __future__ import annotations
+
 import os
 import re
+import sys
 
 _USER_VARS = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME")
+SERIAL_BELOW_VAR = "MATDERIV_SERIAL_BELOW_BYTES"
 
 
 def loaded_runtimes():
@@ -45,4 +53,19 @@ def _load():
     return "PASSIVE (set by matderiv at load)"
 
 
+def serial_below_from_environment(text: str | None) -> int:
+    """The threshold MATDERIV_SERIAL_BELOW_BYTES sets (the default when unset or blank)."""
+    if text is None or not text.strip():
+        return _openmp.DEFAULT_SERIAL_BELOW_BYTES
+    if re.fullmatch(r"\s*[0-9]+\s*", text) is None or int(text) > sys.maxsize:
+        raise ValueError(
+            f"{SERIAL_BELOW_VAR}: expected a non-negative integer number of bytes "
+            f"(at most {sys.maxsize}), got {text!r}"
+        )
+    return int(text)
+
+
 WAIT_POLICY = _load()
+from . import _openmp  # noqa: E402 (loaded by _load, with the runtime configured)
+
+_openmp.set_serial_below_bytes(serial_below_from_environment(os.environ.get(SERIAL_BELOW_VAR)))
