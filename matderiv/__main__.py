@@ -3,7 +3,6 @@ what a bug report needs."""
 from __future__ import annotations
 
 import argparse
-import os
 import platform
 import sys
 from collections.abc import Sequence
@@ -95,9 +94,10 @@ def _machine() -> str:
     except (OSError, StopIteration):
         pass
     from ._kernels import _openmp
+    from ._threads import usable_cores
 
     return (
-        f"{cpu}, {os.cpu_count()} cores; OpenMP {'on' if _openmp.have_openmp() else 'off'}, "
+        f"{cpu}, {usable_cores()} usable cores; OpenMP {'on' if _openmp.have_openmp() else 'off'}, "
         f"{_openmp.max_threads()} threads; numpy {np.__version__}, Python {platform.python_version()}"
     )
 

@@ -33,10 +33,6 @@ def report() -> list[tuple[str, str]]:
     from . import __version__
 
     limit, source = memory_limit()
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        cores = os.cpu_count() or 1
     runtime = ", ".join(loaded_runtimes()) or "none loaded"
     return [
         ("matderiv", __version__),
@@ -47,7 +43,7 @@ def report() -> list[tuple[str, str]]:
         ("openmp runtime", runtime),
         ("openmp wait policy", WAIT_POLICY),
         ("threads", f"default {_openmp.max_threads()} (OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}), "
-                    f"{cores} usable cores, n_threads at most {v.max_threads()}"),
+                    f"{_threads.usable_cores()} usable cores, n_threads at most {v.max_threads()}"),
         ("serial below", f"{get_serial_below_bytes()} bytes (kernel calls that write less run on one "
                          "thread; MATDERIV_SERIAL_BELOW_BYTES or matderiv.set_serial_below_bytes)"),
         ("forked child", "yes: kernels run serially" if _threads.serial_after_fork() else "no"),

@@ -5,7 +5,6 @@ complex128 in native byte order; everything is checked and coerced here first.
 """
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable
 from typing import Any
 
@@ -135,7 +134,7 @@ def max_threads() -> int:
     """The largest n_threads accepted: the OpenMP runtime's thread limit (OMP_THREAD_LIMIT),
     and at most MAX_THREADS_PER_CORE threads per core (never under 64). Beyond that a
     runtime would try to create threads until it runs out of memory and exits."""
-    cores = os.cpu_count() or 1
+    cores = _threads.usable_cores()
     return max(1, min(_openmp.thread_limit(), max(64, MAX_THREADS_PER_CORE * cores)))
 
 
@@ -147,10 +146,7 @@ def n_threads_value(n_threads: Any) -> int:
     if isinstance(n_threads, (bool, np.bool_)) or not isinstance(n_threads, (int, np.integer)):
         raise TypeError(f"n_threads: expected None or an int, got {type(n_threads).__name__}")
     if n_threads == -1:
-        try:
-            return _threads.usable(len(os.sched_getaffinity(0)))
-        except AttributeError:  # not Linux
-            return _threads.usable(os.cpu_count() or 1)
+        return _threads.usable(_threads.usable_cores())
     limit = max_threads()
     if not 1 <= n_threads <= limit:
         raise ValueError(

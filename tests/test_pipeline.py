@@ -14,6 +14,7 @@ import pytest
 import matderiv as md
 from conftest import assert_every_kernel_threaded, kernel_calls_since
 from matderiv import _memory, _threads
+from matderiv._info import report
 from matderiv import _validation as v
 from matderiv._kernels import _openmp, loaded_runtimes
 
@@ -123,7 +124,7 @@ def test_fork_of_a_fork_stays_serial(threaded_kernels):
 def test_huge_n_threads_is_an_error_not_a_crash():
     X, G, _ = _data()
     limit = v.max_threads()
-    assert 64 <= limit <= max(64, v.MAX_THREADS_PER_CORE * (os.cpu_count() or 1))
+    assert 64 <= limit <= max(64, v.MAX_THREADS_PER_CORE * _threads.usable_cores())
     for nt in (2**31 - 1, limit + 1):
         msg = rf"n_threads: expected None, -1 or an int from 1 to {limit} \(the thread limit\), got {nt}"
         with pytest.raises(ValueError, match=msg):
@@ -139,6 +140,23 @@ def test_thread_limit_follows_the_runtime(monkeypatch):
     assert v.max_threads() == 3
     with pytest.raises(ValueError, match=r"an int from 1 to 3 \(the thread limit\), got 4"):
         v.n_threads_value(4)
+
+
+def test_one_core_count(monkeypatch):
+    """The cores of the CPU affinity where there is one, else os.cpu_count(); n_threads=-1,
+    the n_threads limit and info all use that count."""
+    if hasattr(os, "sched_getaffinity"):
+        monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 2, 5})
+        assert _threads.usable_cores() == 3
+        monkeypatch.delattr(os, "sched_getaffinity")
+    monkeypatch.setattr(os, "cpu_count", lambda: 5)
+    assert _threads.usable_cores() == 5
+    assert v.n_threads_value(-1) == 5
+    monkeypatch.setattr(v._openmp, "thread_limit", lambda: 10**6)
+    assert v.max_threads() == 80  # MAX_THREADS_PER_CORE per core
+    assert "5 usable cores" in dict(report())["threads"]
+    monkeypatch.setattr(os, "cpu_count", lambda: None)  # undeterminable
+    assert _threads.usable_cores() == 1
 
 
 # --- the OpenMP runtime's wait policy ------------------------------------------------------
