@@ -1,5 +1,9 @@
-"""python -m matderiv demo | bench: the command line."""
+"""python -m matderiv demo | bench: the command line; and
+`import matderiv` in a source tree without a build."""
 import io
+import os
+import re
+import shutil
 import subprocess
 import sys
 
@@ -60,3 +64,19 @@ def test_demo_refuses_to_show_a_right_claim_as_caught():
     W = np.ones((3, 2))
     with pytest.raises(AssertionError, match="the wrong claim 'right' passed the finite-difference check"):
         _caught("'right'", lambda W_: W_ @ x, W, md.jacobian_wx(x, 3), io.StringIO())
+
+
+def test_source_tree_without_a_build_says_how_to_build(tmp_path):
+    """`import matderiv` from a source tree whose kernels were never built (a fresh clone)
+    names the directory and the ways out, instead of a circular import."""
+    src = os.path.dirname(os.path.dirname(os.path.abspath(md.__file__)))
+    shutil.copytree(os.path.join(src, "matderiv"), tmp_path / "matderiv",
+                    ignore=shutil.ignore_patterns("*.so", "*.pyd", "*.c", "__pycache__"))
+    kernels = re.escape(str(tmp_path / "matderiv" / "_kernels"))
+    message = (rf"matderiv's compiled kernels are not built in {kernels} \(for Python \d+\.\d+\)\. "
+               rf"To use the sources in {re.escape(str(tmp_path))}, build them there with "
+               r"`python -m pip install -e \.` or `python setup.py build_ext --inplace`; to use an "
+               r"installed matderiv, run Python from a directory without a matderiv/ source folder\.")
+    code = f"import pytest\nwith pytest.raises(ImportError, match={message!r}):\n    import matderiv"
+    res = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr

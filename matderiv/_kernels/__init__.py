@@ -15,6 +15,7 @@ changes it later).
 """
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import sys
@@ -41,6 +42,10 @@ def _load():
         os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
     try:
         from . import _openmp
+    except ImportError:
+        if importlib.util.find_spec(f"{__name__}._openmp") is None:
+            raise ImportError(_not_built()) from None
+        raise
     finally:
         if not user:
             del os.environ["OMP_WAIT_POLICY"]
@@ -51,6 +56,18 @@ def _load():
     if preloaded and set(loaded_runtimes()) <= set(preloaded):  # ours was already there
         return f"the runtime's default ({', '.join(preloaded)} was loaded before matderiv)"
     return "PASSIVE (set by matderiv at load)"
+
+
+def _not_built() -> str:
+    """What to do when the extension modules are missing here (a source tree, no build)."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    root = os.path.dirname(os.path.dirname(here))
+    return (
+        f"matderiv's compiled kernels are not built in {here} (for Python "
+        f"{sys.version_info.major}.{sys.version_info.minor}). To use the sources in {root}, build "
+        "them there with `python -m pip install -e .` or `python setup.py build_ext --inplace`; "
+        "to use an installed matderiv, run Python from a directory without a matderiv/ source folder."
+    )
 
 
 def serial_below_from_environment(text: str | None) -> int:
