@@ -1,4 +1,4 @@
-"""python -m matderiv demo | bench: the command line; and
+"""python -m matderiv demo | bench | info, --version and no command: the command line; and
 `import matderiv` in a source tree without a build."""
 import io
 import os
@@ -27,10 +27,11 @@ def test_demo_shows_every_form_and_its_check():
         "Row convention",
         "per-sample gradients",
         "Dependent case",
-        "ignoring the product rule, is caught",
-        "'every entry of d(Wx)/dW is 1', is caught",
     ):
         assert needle in text
+    for claim in ("'every entry of d(Wx)/dW is 1'", "ignoring the product rule"):
+        assert (f"  a deliberately WRONG claim, {claim}, to show that the check catches a wrong answer:\n"
+                "    caught, as intended: J disagrees with central differences in ") in text
     assert text.count("finite differences agree") >= 5
     assert "equals np.kron(x[None], np.eye(n)): True" in text
 
@@ -43,7 +44,7 @@ def test_demo_as_a_module():
     assert "Dependent case" in res.stdout
 
 
-@pytest.mark.parametrize("argv", [["demo", "--n", "0"], ["demo", "--m", "x"], ["nope"], []])
+@pytest.mark.parametrize("argv", [["demo", "--n", "0"], ["demo", "--m", "x"], ["nope"], ["--nope"]])
 def test_bad_arguments_exit_with_usage(argv, capsys):
     with pytest.raises(SystemExit) as exc:
         main(argv)
@@ -64,6 +65,21 @@ def test_demo_refuses_to_show_a_right_claim_as_caught():
     W = np.ones((3, 2))
     with pytest.raises(AssertionError, match="the wrong claim 'right' passed the finite-difference check"):
         _caught("'right'", lambda W_: W_ @ x, W, md.jacobian_wx(x, 3), io.StringIO())
+
+
+def test_no_command_prints_the_help(capsys):
+    assert main([]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: python -m matderiv [-h] [--version] {demo,bench,info} ...")
+    for sub in ("demo", "bench", "info"):
+        assert f"\n    {sub} " in out
+
+
+def test_version_and_bare_module():
+    version = subprocess.run([sys.executable, "-m", "matderiv", "--version"], capture_output=True, text=True, check=True)
+    assert version.stdout == f"matderiv {md.__version__}\n"
+    bare = subprocess.run([sys.executable, "-m", "matderiv"], capture_output=True, text=True)
+    assert bare.returncode == 0 and bare.stdout.startswith("usage: python -m matderiv") and bare.stderr == ""
 
 
 def test_source_tree_without_a_build_says_how_to_build(tmp_path):
