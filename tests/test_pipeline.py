@@ -14,8 +14,8 @@ import pytest
 import matderiv as md
 from conftest import assert_every_kernel_threaded, kernel_calls_since
 from matderiv import _memory, _threads
-from matderiv._info import report
 from matderiv import _validation as v
+from matderiv._info import report
 from matderiv._kernels import _openmp, loaded_runtimes
 
 _B, _N, _M = 64, 48, 64
@@ -94,7 +94,8 @@ def test_kernels_in_worker_processes(method, threaded_kernels):
 
 def test_fork_of_a_fork_stays_serial(threaded_kernels):
     """A grandchild forked from a child forked after a team: the parent's results, each
-    kernel on one thread (exit status 3: wrong results; 4: a team or a kernel missing)."""
+    kernel on one thread (grandchild's exit status 1: an error; 3: not serial after fork,
+    or other results; 4: a kernel that started a team or did not run)."""
     want, _ = _kernel_results()
     pid = os.fork()
     if pid == 0:  # child: fork again and run the kernels in the grandchild
