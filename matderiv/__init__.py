@@ -5,6 +5,7 @@ Jacobians that materialize into dense tensors, Kronecker matrices, scipy sparse
 arrays or LinearOperators), batched outer-product gradients, and a
 finite-difference checker.
 """
+from ._config import get_serial_below_bytes, set_serial_below_bytes
 from ._memory import OutputTooLargeError
 from .checking import JacobianCheck, JacobianMismatch, check_jacobian, numerical_jacobian
 from .gradients import batch_grad, clip_and_sum, per_sample_grad_norms, per_sample_grads
@@ -34,6 +35,7 @@ __all__ = [
     "batch_grad",
     "check_jacobian",
     "clip_and_sum",
+    "get_serial_below_bytes",
     "grad_variance",
     "hstack_operators",
     "jacobian_awb",
@@ -44,5 +46,6 @@ __all__ = [
     "per_sample_grad_dots",
     "per_sample_grad_norms",
     "per_sample_grads",
+    "set_serial_below_bytes",
     "sum_grad_squared",
 ]

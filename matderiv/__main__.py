@@ -3,7 +3,6 @@ what a bug report needs."""
 from __future__ import annotations
 
 import argparse
-import os
 import platform
 import sys
 from collections.abc import Sequence
@@ -29,7 +28,8 @@ def _caught(label: str, f, W: np.ndarray, claim, file: TextIO) -> None:
     try:
         md.check_jacobian(f, W, claim)
     except md.JacobianMismatch as exc:
-        print(f"  a wrong claim, {label}, is caught:\n    {exc}", file=file)
+        print(f"  a deliberately WRONG claim, {label}, to show that the check catches a wrong answer:\n"
+              f"    caught, as intended: {exc}", file=file)
     else:
         raise AssertionError(f"the wrong claim {label} passed the finite-difference check")
 
@@ -95,9 +95,10 @@ def _machine() -> str:
     except (OSError, StopIteration):
         pass
     from ._kernels import _openmp
+    from ._threads import usable_cores
 
     return (
-        f"{cpu}, {os.cpu_count()} cores; OpenMP {'on' if _openmp.have_openmp() else 'off'}, "
+        f"{cpu}, {usable_cores()} usable cores; OpenMP {'on' if _openmp.have_openmp() else 'off'}, "
         f"{_openmp.max_threads()} threads; numpy {np.__version__}, Python {platform.python_version()}"
     )
 
@@ -121,20 +122,23 @@ def _positive(text: str) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m matderiv", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser.add_argument("--version", action="version", version=f"matderiv {md.__version__}")
+    sub = parser.add_subparsers(dest="command")
     p_demo = sub.add_parser("demo", help="d(Wx)/dW for a small example, in every form")
     p_demo.add_argument("--n", type=_positive, default=2, help="rows of W (default 2)")
     p_demo.add_argument("--m", type=_positive, default=3, help="columns of W (default 3)")
     p_demo.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p_bench = sub.add_parser("bench", help="time the kernels against numpy/scipy")
     p_bench.add_argument("--quick", action="store_true", help="small sizes, few repeats")
-    sub.add_parser("info", help="versions, OpenMP, threads, BLAS and the memory limit (for bug reports)")
+    sub.add_parser("info", help="versions, OpenMP, threads, BLAS, the serial threshold and the memory limit (for bug reports)")
     args = parser.parse_args(argv)
-    if args.command == "demo":
+    if args.command is None:
+        parser.print_help()
+    elif args.command == "demo":
         demo(args.n, args.m, args.seed)
     elif args.command == "bench":
         bench(args.quick)
-    else:
+    else:  # info
         from ._info import print_report
 
         print_report(sys.stdout)

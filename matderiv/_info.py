@@ -9,6 +9,7 @@ import scipy
 
 from . import _threads
 from . import _validation as v
+from ._config import get_serial_below_bytes
 from ._kernels import WAIT_POLICY, _openmp, loaded_runtimes
 from ._memory import memory_limit
 
@@ -32,10 +33,6 @@ def report() -> list[tuple[str, str]]:
     from . import __version__
 
     limit, source = memory_limit()
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        cores = os.cpu_count() or 1
     runtime = ", ".join(loaded_runtimes()) or "none loaded"
     return [
         ("matderiv", __version__),
@@ -46,7 +43,9 @@ def report() -> list[tuple[str, str]]:
         ("openmp runtime", runtime),
         ("openmp wait policy", WAIT_POLICY),
         ("threads", f"default {_openmp.max_threads()} (OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}), "
-                    f"{cores} usable cores, n_threads at most {v.max_threads()}"),
+                    f"{_threads.usable_cores()} usable cores, n_threads at most {v.max_threads()}"),
+        ("serial below", f"{get_serial_below_bytes()} bytes (kernel calls that write less run on one "
+                         "thread; MATDERIV_SERIAL_BELOW_BYTES or matderiv.set_serial_below_bytes)"),
         ("forked child", "yes: kernels run serially" if _threads.serial_after_fork() else "no"),
         ("blas", _blas()),
         ("memory limit", "none" if limit is None else f"{limit} bytes ({limit / 2**30:.3g} GiB), from {source}"),

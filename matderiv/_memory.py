@@ -121,9 +121,9 @@ def memory_limit() -> tuple[int | None, str]:
     minus what the cgroup already uses, less CGROUP_HEADROOM of the limit. (None, ...)
     where nothing can be read (no limit is applied then).
     """
-    env = os.environ.get("MATDERIV_MAX_BYTES")
-    if env is not None and env.strip():
-        return v.byte_setting(env, "MATDERIV_MAX_BYTES"), "MATDERIV_MAX_BYTES"
+    env = v.byte_setting(os.environ.get("MATDERIV_MAX_BYTES"), "MATDERIV_MAX_BYTES", -1)
+    if env >= 0:
+        return env, "MATDERIV_MAX_BYTES"
     candidates = []
     available = _mem_available()
     if available is not None:
@@ -153,7 +153,7 @@ def _resolve_limit(max_bytes: int | None, nbytes: int) -> tuple[int | None, str]
         if nbytes < _SMALL_OUTPUT and "MATDERIV_MAX_BYTES" not in os.environ:
             return None, ""
         return memory_limit()
-    return v.byte_count(max_bytes, "max_bytes"), "max_bytes="
+    return v.byte_count(max_bytes, "max_bytes", or_none=True), "max_bytes="
 
 
 def check_output_bytes(

@@ -6,7 +6,9 @@ team waits forever for threads that exist only in the parent. A team of one neve
 touches the pool, so the child's kernels return the parent's results; the parent keeps
 its threads, and children started by spawn or forkserver (whose server never ran a
 kernel) keep theirs. (Work too small to gain from threads runs serially in the kernels
-themselves; see MATDERIV_SERIAL_BELOW_BYTES in _kernels/_types.pxd.)
+themselves; see matderiv.set_serial_below_bytes.)
+
+usable_cores() is the one core count matderiv uses (n_threads=-1, the n_threads limit, info).
 """
 from __future__ import annotations
 
@@ -23,6 +25,14 @@ def _after_fork_in_child() -> None:
 
 if hasattr(os, "register_at_fork"):  # not on Windows
     os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def usable_cores() -> int:
+    """The cores this process may run on: its CPU affinity where the OS has one (Linux),
+    else every core of the machine (os.process_cpu_count() of Python 3.13)."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return os.cpu_count() or 1
 
 
 def usable(threads: int) -> int:

@@ -6,7 +6,7 @@ complex128 in native byte order; everything is checked and coerced here first.
 from __future__ import annotations
 
 import math
-import os
+import re
 from collections.abc import Iterable
 from numbers import Real
 from typing import Any
@@ -222,24 +222,27 @@ def function_value(out: Any, name: str) -> np.ndarray:
     return arr
 
 
-def byte_count(value: Any, name: str) -> int:
-    """A number of bytes such as max_bytes: a non-negative int (numpy integers accepted)."""
+def byte_count(value: Any, name: str, *, or_none: bool = False, at_most: int | None = None) -> int:
+    """A number of bytes such as max_bytes or a threshold: a non-negative int (numpy
+    integers accepted, bool refused), at most `at_most` where given."""
+    want = "an int or None" if or_none else "a non-negative int (bytes)"
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name}: expected an int or None, got {type(value).__name__}")
-    if value < 0:
-        raise ValueError(f"{name}: expected a non-negative int, got {value}")
+        raise TypeError(f"{name}: expected {want}, got {type(value).__name__} {value!r}")
+    if value < 0 or (at_most is not None and value > at_most):
+        limit = "" if at_most is None else f" of at most {at_most}"
+        raise ValueError(f"{name}: expected a non-negative int{limit} (bytes), got {value}")
     return int(value)
 
 
-def byte_setting(text: str, name: str) -> int:
-    """A byte count from an environment variable such as MATDERIV_MAX_BYTES."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise ValueError(f"{name}: expected a non-negative integer, got {text!r}") from None
-    if value < 0:
-        raise ValueError(f"{name}: expected a non-negative integer, got {value}")
-    return value
+def byte_setting(text: str | None, name: str, default: int, *, at_most: int | None = None) -> int:
+    """A byte count from an environment variable such as MATDERIV_MAX_BYTES: `default`
+    when it is unset or blank."""
+    if text is None or not text.strip():
+        return default
+    if re.fullmatch(r"\s*[0-9]+\s*", text) is None or (at_most is not None and int(text) > at_most):
+        limit = "" if at_most is None else f" (at most {at_most})"
+        raise ValueError(f"{name}: expected a non-negative integer number of bytes{limit}, got {text!r}")
+    return int(text)
 
 
 def needs_copy(arr: np.ndarray, dtype: np.dtype) -> bool:
@@ -252,7 +255,7 @@ def max_threads() -> int:
     """The largest n_threads accepted: the OpenMP runtime's thread limit (OMP_THREAD_LIMIT),
     and at most MAX_THREADS_PER_CORE threads per core (never under 64). Beyond that a
     runtime would try to create threads until it runs out of memory and exits."""
-    cores = os.cpu_count() or 1
+    cores = _threads.usable_cores()
     return max(1, min(_openmp.thread_limit(), max(64, MAX_THREADS_PER_CORE * cores)))
 
 
@@ -264,10 +267,7 @@ def n_threads_value(n_threads: Any) -> int:
     if isinstance(n_threads, (bool, np.bool_)) or not isinstance(n_threads, (int, np.integer)):
         raise TypeError(f"n_threads: expected None or an int, got {type(n_threads).__name__}")
     if n_threads == -1:
-        try:
-            return _threads.usable(len(os.sched_getaffinity(0)))
-        except AttributeError:  # not Linux
-            return _threads.usable(os.cpu_count() or 1)
+        return _threads.usable(_threads.usable_cores())
     limit = max_threads()
     if not 1 <= n_threads <= limit:
         raise ValueError(

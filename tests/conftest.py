@@ -139,3 +139,49 @@ def vec(W: np.ndarray, order: str) -> np.ndarray:
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(20240611)
+
+
+# --- kernel call counts: evidence that the parallel branches run ------------------------------
+def kernel_calls_since(before: dict) -> dict:
+    """{kernel: (calls, threaded)} since `before`, a snapshot of _openmp.kernel_calls()."""
+    from matderiv._kernels import _openmp
+
+    return {k: (calls - before[k][0], threaded - before[k][1]) for k, (calls, threaded) in _openmp.kernel_calls().items()}
+
+
+def assert_every_kernel_threaded(counts: dict) -> None:
+    """Every kernel ran and took its threaded branch at least once (none can in a serial build)."""
+    from matderiv._kernels import _openmp
+
+    assert [k for k, (calls, _) in counts.items() if calls == 0] == [], counts
+    if _openmp.have_openmp():
+        assert [k for k, (_, threaded) in counts.items() if threaded == 0] == [], counts
+    else:
+        assert [k for k, (_, threaded) in counts.items() if threaded] == [], counts
+
+
+@pytest.fixture
+def threaded_kernels(monkeypatch):
+    """The serial threshold at 0 during one test: every kernel call given more than one thread
+    starts a team, here (set_serial_below_bytes) and in the processes the test starts by spawn
+    or forkserver (MATDERIV_SERIAL_BELOW_BYTES). Yields a function that returns the counts
+    (kernel_calls_since) from the start of the test."""
+    import matderiv as md
+    from matderiv._kernels import _openmp
+
+    monkeypatch.setenv("MATDERIV_SERIAL_BELOW_BYTES", "0")
+    previous = md.set_serial_below_bytes(0)
+    before = _openmp.kernel_calls()
+    yield lambda: kernel_calls_since(before)
+    md.set_serial_below_bytes(previous)
+
+
+def pytest_terminal_summary(terminalreporter):
+    """The kernels' calls and threaded calls over the run (this process, not its children)."""
+    from matderiv._kernels import _openmp
+
+    terminalreporter.section("matderiv kernel calls (this process)")
+    terminalreporter.write_line(f"{'kernel':12s} {'calls':>8s} {'threaded':>9s}")
+    for name, (calls, threaded) in _openmp.kernel_calls().items():
+        terminalreporter.write_line(f"{name:12s} {calls:8d} {threaded:9d}")
+    terminalreporter.write_line(f"serial below {_openmp.get_serial_below_bytes()} bytes at the end of the run")

@@ -1,5 +1,9 @@
-"""python -m matderiv demo | bench: the command line."""
+"""python -m matderiv demo | bench | info, --version and no command: the command line; and
+`import matderiv` in a source tree without a build."""
 import io
+import os
+import re
+import shutil
 import subprocess
 import sys
 
@@ -23,11 +27,12 @@ def test_demo_shows_every_form_and_its_check():
         "Row convention",
         "per-sample gradients",
         "Dependent case",
-        "ignoring the product rule, is caught",
-        "'every entry of d(Wx)/dW is 1', is caught",
     ):
         assert needle in text
-    assert text.count("finite differences agree") >= 5
+    for claim in ("'every entry of d(Wx)/dW is 1'", "ignoring the product rule"):
+        assert (f"  a deliberately WRONG claim, {claim}, to show that the check catches a wrong answer:\n"
+                "    caught, as intended: J disagrees with central differences in ") in text
+    assert text.count("finite differences agree") == 5  # four claims and every sample
     assert "equals np.kron(x[None], np.eye(n)): True" in text
 
 
@@ -39,7 +44,7 @@ def test_demo_as_a_module():
     assert "Dependent case" in res.stdout
 
 
-@pytest.mark.parametrize("argv", [["demo", "--n", "0"], ["demo", "--m", "x"], ["nope"], []])
+@pytest.mark.parametrize("argv", [["demo", "--n", "0"], ["demo", "--m", "x"], ["nope"], ["--nope"]])
 def test_bad_arguments_exit_with_usage(argv, capsys):
     with pytest.raises(SystemExit) as exc:
         main(argv)
@@ -48,8 +53,9 @@ def test_bad_arguments_exit_with_usage(argv, capsys):
 
 
 def test_bad_size_message(capsys):
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit) as exc:
         main(["demo", "--n", "99"])
+    assert exc.value.code == 2
     assert "expected an int from 1 to 50, got 99" in capsys.readouterr().err
 
 
@@ -60,3 +66,34 @@ def test_demo_refuses_to_show_a_right_claim_as_caught():
     W = np.ones((3, 2))
     with pytest.raises(AssertionError, match="the wrong claim 'right' passed the finite-difference check"):
         _caught("'right'", lambda W_: W_ @ x, W, md.jacobian_wx(x, 3), io.StringIO())
+
+
+def test_no_command_prints_the_help(capsys):
+    assert main([]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: python -m matderiv [-h] [--version] {demo,bench,info} ...")
+    for sub in ("demo", "bench", "info"):
+        assert f"\n    {sub} " in out
+
+
+def test_version_and_bare_module():
+    version = subprocess.run([sys.executable, "-m", "matderiv", "--version"], capture_output=True, text=True, check=True)
+    assert version.stdout == f"matderiv {md.__version__}\n"
+    bare = subprocess.run([sys.executable, "-m", "matderiv"], capture_output=True, text=True)
+    assert bare.returncode == 0 and bare.stdout.startswith("usage: python -m matderiv") and bare.stderr == ""
+
+
+def test_source_tree_without_a_build_says_how_to_build(tmp_path):
+    """`import matderiv` from a source tree whose kernels were never built (a fresh clone)
+    names the directory and the ways out, instead of a circular import."""
+    src = os.path.dirname(os.path.dirname(os.path.abspath(md.__file__)))
+    shutil.copytree(os.path.join(src, "matderiv"), tmp_path / "matderiv",
+                    ignore=shutil.ignore_patterns("*.so", "*.pyd", "*.c", "__pycache__"))
+    kernels = re.escape(str(tmp_path / "matderiv" / "_kernels"))
+    message = (rf"matderiv's compiled kernels are not built in {kernels} \(for Python \d+\.\d+\)\. "
+               rf"To use the sources in {re.escape(str(tmp_path))}, build them there with "
+               r"`python -m pip install -e \.` or `python setup.py build_ext --inplace`; to use an "
+               r"installed matderiv, run Python from a directory without a matderiv/ source folder\.")
+    code = f"import pytest\nwith pytest.raises(ImportError, match={message!r}):\n    import matderiv"
+    res = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr

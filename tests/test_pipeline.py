@@ -12,11 +12,12 @@ import numpy as np
 import pytest
 
 import matderiv as md
+from conftest import assert_every_kernel_threaded, kernel_calls_since
 from matderiv import _memory, _threads
 from matderiv import _validation as v
+from matderiv._info import report
 from matderiv._kernels import _openmp, loaded_runtimes
 
-# Large enough that every kernel below starts a team (above MATDERIV_SERIAL_BELOW_BYTES).
 _B, _N, _M = 64, 48, 64
 
 
@@ -26,59 +27,93 @@ def _data():
 
 
 def _kernel_results(_=None):
-    """Every OpenMP kernel once (and the BLAS-backed gradient functions), threads requested;
-    outputs just above the serial threshold (small to send back from a worker)."""
+    """Every OpenMP kernel at least once (and the BLAS-backed batch_grad), two threads
+    requested; and (meta) the kernels' counts of this call, the serial threshold, and
+    whether this process is a child forked after a team."""
+    before = _openmp.kernel_calls()
     X, G, X3 = _data()
-    J = md.jacobian_wx(X[0], _N)  # dense forms (48, 48, 64): 1.2 MB
+    J = md.jacobian_wx(X[0], _N)  # dense forms (48, 48, 64)
     Jb = md.jacobian_xw(X[:4], 32)  # sparse forms of 4 * 32 * 64 entries
     out = {
-        "per_sample_grads": md.per_sample_grads(X, G, n_threads=2),
-        "toarray": J.toarray(n_threads=2),
+        "per_sample_grads": md.per_sample_grads(X, G, n_threads=2),  # outer
+        "toarray": J.toarray(n_threads=2),  # kron_dense
         "toarray denominator": md.jacobian_xw(X[:2], 24).toarray("denominator", n_threads=2),
         "tovec": J.tovec("F", n_threads=2),
         "vjp": md.jacobian_wx(X[:8], _N).vjp(G[:8], n_threads=2),
-        "per_sample_grad_norms": md.per_sample_grad_norms(X3, X3[..., :_N], n_threads=2),
-        "clip_and_sum": md.clip_and_sum(X, G, 1.0, n_threads=2)[0],
+        "per_sample_grad_norms": md.per_sample_grad_norms(X, G, n_threads=2),  # outer_norms
+        "3-D norms": md.per_sample_grad_norms(X3, X3[..., :_N], bias=True, n_threads=2),  # gram_sq, row_dots
+        "clip_and_sum": md.clip_and_sum(X, G, 1.0, n_threads=2)[0],  # clip_rows
         "batch_grad": md.batch_grad(X, G),
     }
-    for fmt in ("csr", "csc", "coo"):
+    for fmt in ("csr", "csc", "coo"):  # kron_csr
         A = Jb.tosparse(fmt, n_threads=2)
         out[f"tosparse {fmt}"] = np.concatenate([A.data, *(A.coords if fmt == "coo" else (A.indices, A.indptr))])
-    out["serial after fork"] = _threads.serial_after_fork()
-    return out
+    meta = {
+        "kernel calls": kernel_calls_since(before),
+        "serial below": _openmp.get_serial_below_bytes(),
+        "serial after fork": _threads.serial_after_fork(),
+    }
+    return out, meta
+
+
+def _assert_same_results(got: dict, want: dict) -> None:
+    assert got.keys() == want.keys()
+    for name, arr in want.items():
+        np.testing.assert_allclose(got[name], arr, rtol=1e-12, atol=1e-12, err_msg=name)
+
+
+def _assert_forked_child_ran_serially(counts: dict) -> None:
+    """Every kernel ran in the child, and none started a team (a team of one thread each)."""
+    assert [k for k, (calls, threaded) in counts.items() if calls == 0 or threaded] == [], counts
 
 
 @pytest.mark.parametrize("method", ["fork", "forkserver", "spawn"])
-def test_kernels_in_worker_processes(method):
+def test_kernels_in_worker_processes(method, threaded_kernels):
     """After the parent ran OpenMP teams, workers of every start method return the
-    parent's results (a forked child of libgomp used to hang forever), and the parent
-    keeps its threads."""
+    parent's results (a forked child of libgomp used to hang forever): children started by
+    forkserver and spawn run every kernel threaded (their threshold, 0, from the
+    environment), forked children run them serially, and the parent keeps its threads."""
     if method not in mp.get_all_start_methods():
         pytest.skip(f"the {method} start method does not exist on {sys.platform}")
-    want = _kernel_results()  # the parent starts its OpenMP teams
+    want, meta = _kernel_results()  # the parent starts its OpenMP teams
+    assert_every_kernel_threaded(meta["kernel calls"])
     with mp.get_context(method).Pool(2) as pool:
         got = pool.map_async(_kernel_results, range(2)).get(timeout=120)
-    for res in got:
-        assert res.pop("serial after fork") == (method == "fork")
-        for name, arr in want.items():
-            if name != "serial after fork":
-                np.testing.assert_allclose(res[name], arr, rtol=1e-12, atol=1e-12, err_msg=name)
+    for res, child in got:
+        _assert_same_results(res, want)
+        assert child["serial below"] == 0
+        assert child["serial after fork"] == (method == "fork")
+        if method == "fork":
+            _assert_forked_child_ran_serially(child["kernel calls"])
+        else:
+            assert_every_kernel_threaded(child["kernel calls"])
     assert not _threads.serial_after_fork()
     assert v.n_threads_value(2) == 2
     assert v.n_threads_value(None) == max(1, _openmp.max_threads())
 
 
-def test_fork_of_a_fork_stays_serial():
-    _kernel_results()
+def test_fork_of_a_fork_stays_serial(threaded_kernels):
+    """A grandchild forked from a child forked after a team: the parent's results, each
+    kernel on one thread (grandchild's exit status 1: an error; 3: not serial after fork,
+    or other results; 4: a kernel that started a team or did not run)."""
+    want, _ = _kernel_results()
     pid = os.fork()
     if pid == 0:  # child: fork again and run the kernels in the grandchild
         code = 1
         try:
             pid2 = os.fork()
             if pid2 == 0:
-                ok = _threads.serial_after_fork() and v.n_threads_value(2) == 1
-                _kernel_results()
-                os._exit(0 if ok else 3)
+                status = 1
+                try:
+                    got, meta = _kernel_results()
+                    status = 3
+                    assert _threads.serial_after_fork() and v.n_threads_value(2) == 1
+                    _assert_same_results(got, want)
+                    status = 4
+                    _assert_forked_child_ran_serially(meta["kernel calls"])
+                    status = 0
+                finally:
+                    os._exit(status)
             _, status = os.waitpid(pid2, 0)
             code = os.waitstatus_to_exitcode(status)
         finally:
@@ -90,7 +125,7 @@ def test_fork_of_a_fork_stays_serial():
 def test_huge_n_threads_is_an_error_not_a_crash():
     X, G, _ = _data()
     limit = v.max_threads()
-    assert 64 <= limit <= max(64, v.MAX_THREADS_PER_CORE * (os.cpu_count() or 1))
+    assert 64 <= limit <= max(64, v.MAX_THREADS_PER_CORE * _threads.usable_cores())
     for nt in (2**31 - 1, limit + 1):
         msg = rf"n_threads: expected None, -1 or an int from 1 to {limit} \(the thread limit\), got {nt}"
         with pytest.raises(ValueError, match=msg):
@@ -106,6 +141,23 @@ def test_thread_limit_follows_the_runtime(monkeypatch):
     assert v.max_threads() == 3
     with pytest.raises(ValueError, match=r"an int from 1 to 3 \(the thread limit\), got 4"):
         v.n_threads_value(4)
+
+
+def test_one_core_count(monkeypatch):
+    """The cores of the CPU affinity where there is one, else os.cpu_count(); n_threads=-1,
+    the n_threads limit and info all use that count."""
+    if hasattr(os, "sched_getaffinity"):
+        monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 2, 5})
+        assert _threads.usable_cores() == 3
+        monkeypatch.delattr(os, "sched_getaffinity")
+    monkeypatch.setattr(os, "cpu_count", lambda: 5)
+    assert _threads.usable_cores() == 5
+    assert v.n_threads_value(-1) == 5
+    monkeypatch.setattr(v._openmp, "thread_limit", lambda: 10**6)
+    assert v.max_threads() == 80  # MAX_THREADS_PER_CORE per core
+    assert "5 usable cores" in dict(report())["threads"]
+    monkeypatch.setattr(os, "cpu_count", lambda: None)  # undeterminable
+    assert _threads.usable_cores() == 1
 
 
 # --- the OpenMP runtime's wait policy ------------------------------------------------------
@@ -233,12 +285,16 @@ def test_env_limit_wins(tmp_path, monkeypatch):
     assert _memory.memory_limit() == (5 * GiB, "MATDERIV_MAX_BYTES")
 
 
-def test_info_reports_what_a_bug_report_needs():
-    res = subprocess.run([sys.executable, "-m", "matderiv", "info"], capture_output=True, text=True, check=True)
+@pytest.mark.parametrize("threshold", [None, "4096"])
+def test_info_reports_what_a_bug_report_needs(threshold):
+    env = {k: val for k, val in os.environ.items() if k != "MATDERIV_SERIAL_BELOW_BYTES"}
+    env.update({} if threshold is None else {"MATDERIV_SERIAL_BELOW_BYTES": threshold})
+    res = subprocess.run([sys.executable, "-m", "matderiv", "info"], env=env, capture_output=True, text=True, check=True)
     names = [line.split(":", 1)[0] for line in res.stdout.splitlines()]
-    assert names == ["matderiv", "numpy", "scipy", "python", "openmp", "openmp runtime",
-                     "openmp wait policy", "threads", "forked child", "blas", "memory limit"]
+    assert names == ["matderiv", "numpy", "scipy", "python", "openmp", "openmp runtime", "openmp wait policy",
+                     "threads", "serial below", "forked child", "blas", "memory limit"]
     assert f"matderiv:           {md.__version__}" in res.stdout
+    assert f"serial below:       {threshold or 1048576} bytes (kernel calls that write less run on one thread; " in res.stdout
     assert "memory limit:       " in res.stdout and " from " in res.stdout
 
 
@@ -290,8 +346,9 @@ def test_misaligned_jacobian_inputs(dtype):
         u = _misaligned(rng.standard_normal(12).astype(dtype))
         np.testing.assert_array_equal(J.aslinearoperator().rmatvec(u), J.aslinearoperator().rmatvec(np.array(u)))
     W = _misaligned(rng.standard_normal((4, 5)))
-    T = md.jacobian_wx(x[0].real, 4, W=W, dx_dW=_misaligned(rng.standard_normal((5, 4, 5))))
-    assert np.isfinite(T.toarray()).all()
+    dx = rng.standard_normal((5, 4, 5))
+    T = md.jacobian_wx(x[0].real, 4, W=W, dx_dW=_misaligned(dx))
+    np.testing.assert_array_equal(T.toarray(), md.jacobian_wx(x[0].real, 4, W=np.array(W), dx_dW=dx).toarray())
 
 
 def test_misaligned_out_is_refused():
@@ -353,3 +410,6 @@ def test_runtime_loaded_before_matderiv_is_reported():
     policy = res.stdout.split("\n")[0]
     if _openmp.have_openmp() and "libgomp" in " ".join(loaded_runtimes()):
         assert policy.startswith("the runtime's default (") and "was loaded before matderiv)" in policy
+    else:  # a serial build, or another runtime than the libgomp loaded first
+        assert policy in ("none (serial build)", "PASSIVE (set by matderiv at load)")
+

@@ -1,21 +1,29 @@
 """Eight Python threads calling every kernel at once (every Jacobian form, gradient function
-and gradient statistic), on shared read-only inputs, get
-results identical to the same calls made one at a time from a single thread.
+and gradient statistic), on shared read-only inputs, get results identical to the same calls
+made one at a time from a single thread with every kernel serial.
 
-The kernels release the GIL, so the calls really overlap: each thread starts its own
-OpenMP team (n_threads=None and 2 both appear) and numpy's BLAS runs beside them.
-Public API only.
+The kernels release the GIL, so the calls really overlap: with the serial threshold at 0
+each call starts its own OpenMP team (n_threads=None and 2 both appear), numpy's BLAS runs
+beside them, and the kernels' counters show that every kernel took its threaded branch.
+Also: the serial threshold (matderiv.set_serial_below_bytes), and a team of two threads
+seen from the operating system.
 """
 from __future__ import annotations
 
+import os
 import random
+import subprocess
+import sys
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
+import pytest
 import scipy.sparse as sp
 
 import matderiv as md
-from conftest import CONVENTIONS, FORMATS, LAYOUTS, ORDERS
+from conftest import CONVENTIONS, FORMATS, LAYOUTS, ORDERS, assert_every_kernel_threaded
+from matderiv._config import serial_below_from_environment
+from matderiv._kernels import _openmp
 
 THREADS = 8
 REPEATS = 3  # each call is made this many times, in a shuffled order
@@ -113,13 +121,86 @@ def _assert_identical(got, want, name: str) -> None:
         assert got.dtype == want.dtype and np.array_equal(got, want), name
 
 
-def test_eight_threads_at_once_match_one_thread():
+def test_eight_threads_at_once_match_one_thread(threaded_kernels):
     calls = _calls()
+    md.set_serial_below_bytes(sys.maxsize)  # the reference: every kernel on the calling thread
     expected = {name: call() for name, call in calls}
+    assert all(threaded == 0 for _, threaded in threaded_kernels().values())
+    md.set_serial_below_bytes(0)
     work = calls * REPEATS
     random.Random(0).shuffle(work)
     with ThreadPoolExecutor(max_workers=THREADS) as pool:
         results = list(pool.map(lambda item: (item[0], item[1]()), work))
-    assert len(results) == len(work)
     for name, got in results:
         _assert_identical(got, expected[name], name)
+    assert_every_kernel_threaded(threaded_kernels())
+
+
+# --- the serial threshold ----------------------------------------------------------------------
+def test_serial_threshold_is_set_and_restored():
+    previous = md.set_serial_below_bytes(np.int64(123))
+    try:
+        assert md.get_serial_below_bytes() == 123 == _openmp.get_serial_below_bytes()
+        assert md.set_serial_below_bytes(0) == 123
+    finally:
+        md.set_serial_below_bytes(previous)
+    assert md.get_serial_below_bytes() == previous
+
+
+@pytest.mark.parametrize(
+    "bad, error, message",
+    [
+        (-1, ValueError, r"nbytes: expected a non-negative int of at most 9223372036854775807 \(bytes\), got -1"),
+        (2**63, ValueError, r"nbytes: expected a non-negative int of at most \d+ \(bytes\), got 9223372036854775808"),
+        (1.5, TypeError, r"nbytes: expected a non-negative int \(bytes\), got float 1.5"),
+        (True, TypeError, r"nbytes: expected a non-negative int \(bytes\), got bool True"),
+        ("1024", TypeError, r"nbytes: expected a non-negative int \(bytes\), got str '1024'"),
+    ],
+)
+def test_bad_serial_threshold_is_named(bad, error, message):
+    before = md.get_serial_below_bytes()
+    with pytest.raises(error, match=message):
+        md.set_serial_below_bytes(bad)
+    assert md.get_serial_below_bytes() == before
+
+
+@pytest.mark.parametrize("text, want", [(None, 1 << 20), ("", 1 << 20), (" ", 1 << 20), ("0", 0), (" 4096\n", 4096)])
+def test_serial_threshold_from_the_environment(text, want):
+    assert serial_below_from_environment(text) == want
+
+
+@pytest.mark.parametrize("text", ["-1", "1e6", "1MiB", "0x10", "1_000", "9223372036854775808"])
+def test_bad_serial_threshold_in_the_environment_is_named(text):
+    message = rf"MATDERIV_SERIAL_BELOW_BYTES: expected a non-negative integer number of bytes \(at most {sys.maxsize}\), got '{text}'"
+    with pytest.raises(ValueError, match=message):
+        serial_below_from_environment(text)
+
+
+_TEAM_PROBE = """
+import os, numpy as np, matderiv as md
+from matderiv._kernels import _openmp
+tasks = lambda: len(os.listdir("/proc/self/task"))  # this process's threads
+X, G = np.ones((4, 3)), np.ones((4, 2))  # 96 bytes of output
+at_load = md.set_serial_below_bytes(1 << 20)
+before = tasks()
+md.per_sample_grads(X, G, n_threads=2)
+small = tasks()
+md.set_serial_below_bytes(0)
+md.per_sample_grads(X, G, n_threads=2)
+print(at_load, before, small, tasks(), *_openmp.kernel_calls()["outer"])
+"""
+
+
+@pytest.mark.skipif(not _openmp.have_openmp(), reason="a serial build starts no team")
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="counts threads in /proc/self/task (Linux)")
+def test_a_team_of_two_threads_starts():
+    """In a fresh process (no team yet; its threshold from MATDERIV_SERIAL_BELOW_BYTES=0): a
+    call under the threshold starts no thread, the same call at threshold 0 starts one."""
+    env = dict(os.environ, MATDERIV_SERIAL_BELOW_BYTES="0")
+    res = subprocess.run([sys.executable, "-c", _TEAM_PROBE], env=env, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    at_load, before, small, after, calls, threaded = map(int, res.stdout.split())
+    assert at_load == 0
+    assert small == before  # serial: no team, no thread
+    assert after > before  # the team's second thread (the runtime keeps it for the next team)
+    assert (calls, threaded) == (2, 1)

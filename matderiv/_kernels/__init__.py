@@ -8,9 +8,17 @@ scheduler time slice (15-25x slower loops on 2 cores). Unless the user chose a p
 (OMP_WAIT_POLICY, GOMP_SPINCOUNT or KMP_BLOCKTIME set), the runtime is loaded with
 OMP_WAIT_POLICY=PASSIVE and the environment is restored right after, so child processes
 and other libraries see it unchanged. WAIT_POLICY says what happened.
+
+The size in bytes below which a kernel call runs on the calling thread is held by
+_openmp (default 1 MiB); matderiv._config sets it from MATDERIV_SERIAL_BELOW_BYTES when
+matderiv is imported.
 """
+from __future__ import annotations
+
+import importlib.util
 import os
 import re
+import sys
 
 _USER_VARS = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME")
 
@@ -33,6 +41,10 @@ def _load():
         os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
     try:
         from . import _openmp
+    except ImportError:
+        if importlib.util.find_spec(f"{__name__}._openmp") is None:
+            raise ImportError(_not_built()) from None
+        raise
     finally:
         if not user:
             del os.environ["OMP_WAIT_POLICY"]
@@ -45,4 +57,17 @@ def _load():
     return "PASSIVE (set by matderiv at load)"
 
 
+def _not_built() -> str:
+    """What to do when the extension modules are missing here (a source tree, no build)."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    root = os.path.dirname(os.path.dirname(here))
+    return (
+        f"matderiv's compiled kernels are not built in {here} (for Python "
+        f"{sys.version_info.major}.{sys.version_info.minor}). To use the sources in {root}, build "
+        "them there with `python -m pip install -e .` or `python setup.py build_ext --inplace`; "
+        "to use an installed matderiv, run Python from a directory without a matderiv/ source folder."
+    )
+
+
 WAIT_POLICY = _load()
+from . import _openmp  # noqa: E402 (loaded by _load, with the runtime configured)

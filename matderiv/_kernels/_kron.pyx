@@ -13,7 +13,8 @@ from cython.parallel cimport prange
 from libc.stdint cimport int64_t
 from libc.string cimport memset
 
-from ._types cimport MATDERIV_SERIAL_BELOW_BYTES, numeric, index_t
+from ._openmp cimport KRON_CSR, KRON_DENSE, use_team
+from ._types cimport index_t, numeric
 
 
 cdef inline Py_ssize_t _chunks(Py_ssize_t rows, int n_threads) noexcept nogil:
@@ -51,7 +52,7 @@ def kron_dense(
     if rows == 0 or C == 0:
         return
     cdef Py_ssize_t n_chunks = _chunks(rows, n_threads)
-    cdef bint threaded = rows * C * <Py_ssize_t>sizeof(numeric) >= MATDERIV_SERIAL_BELOW_BYTES
+    cdef bint threaded = use_team(KRON_DENSE, rows * C * <Py_ssize_t>sizeof(numeric), n_threads)
     cdef numeric *o0 = &out[0, 0]
     cdef const numeric *p0 = &P[0, 0, 0] if not p_eye else NULL
     cdef const numeric *q0 = &Q[0, 0, 0] if not q_eye else NULL
@@ -192,7 +193,7 @@ def kron_csr(
         return
     cdef Py_ssize_t ch, n_chunks = _chunks(rows, n_threads)
     cdef Py_ssize_t q_row = _uniform_row(Qp, r2) if not q_eye else 0
-    cdef bint threaded = S * per * <Py_ssize_t>(sizeof(numeric) + sizeof(index_t)) >= MATDERIV_SERIAL_BELOW_BYTES
+    cdef bint threaded = use_team(KRON_CSR, S * per * <Py_ssize_t>(sizeof(numeric) + sizeof(index_t)), n_threads)
     for ch in prange(n_chunks, schedule="static", nogil=True, num_threads=n_threads, use_threads_if=threaded):
         _csr_rows(Pp, Pi, Pd, sp, nP, p_eye, Qp, Qi, Qd, sq, nQ, q_eye, q_row, r1, r2, c2, C, S,
                   samples_in_columns, d0, c0, p0, w0,

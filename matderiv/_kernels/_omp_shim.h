@@ -2,9 +2,6 @@
    whether or not the compiler had OpenMP; without it every prange runs serially. */
 #ifndef MATDERIV_OMP_SHIM_H
 #define MATDERIV_OMP_SHIM_H
-/* Kernels that write fewer bytes than this run on the calling thread: waking a team
-   costs more than it saves there, and no idle team is left spinning while BLAS works. */
-#define MATDERIV_SERIAL_BELOW_BYTES (1 << 20)
 #ifdef _OPENMP
 #include <omp.h>
 #define MATDERIV_HAVE_OPENMP 1

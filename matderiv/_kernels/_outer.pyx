@@ -1,7 +1,8 @@
 """Outer-product kernels: out[s] = outer(a[s], b[s]) for every sample s."""
 from cython.parallel cimport prange
 
-from ._types cimport MATDERIV_SERIAL_BELOW_BYTES, numeric
+from ._openmp cimport OUTER, use_team
+from ._types cimport numeric
 
 
 def outer(
@@ -20,7 +21,7 @@ def outer(
     cdef numeric *o0 = &out[0, 0, 0]
     cdef const numeric *a0 = &a[0, 0]
     cdef const numeric *b0 = &b[0, 0]
-    cdef bint threaded = S * P * Q * <Py_ssize_t>sizeof(numeric) >= MATDERIV_SERIAL_BELOW_BYTES
+    cdef bint threaded = use_team(OUTER, S * P * Q * <Py_ssize_t>sizeof(numeric), n_threads)
     for r in prange(S * P, schedule="static", nogil=True, num_threads=n_threads, use_threads_if=threaded):
         s = r // P
         ai = a0[r]

@@ -5,7 +5,7 @@ from cython.parallel cimport prange
 from libc.float cimport DBL_MAX
 from libc.math cimport fabs, hypot, sqrt
 
-from ._types cimport MATDERIV_SERIAL_BELOW_BYTES
+from ._openmp cimport CLIP_ROWS, GRAM_SQ, OUTER_NORMS, ROW_DOTS, use_team
 
 
 cdef inline double _dot(const floating *a, const floating *b, Py_ssize_t K) noexcept nogil:
@@ -109,7 +109,7 @@ def row_dots(
     cdef const floating *a0 = &a[0, 0]
     cdef const floating *b0 = &b[0, 0]
     cdef double *o = &out[0]
-    cdef bint threaded = 2 * S * K * <Py_ssize_t>sizeof(floating) >= MATDERIV_SERIAL_BELOW_BYTES
+    cdef bint threaded = use_team(ROW_DOTS, 2 * S * K * <Py_ssize_t>sizeof(floating), n_threads)
     if a0 == b0:  # squared norms
         for s in prange(S, schedule="static", nogil=True, num_threads=n_threads, use_threads_if=threaded):
             o[s] = _sumsq(a0 + s * K, K)
@@ -142,7 +142,7 @@ def gram_sq(
     if a0 == NULL or b0 == NULL:
         out[:] = 0
         return
-    cdef bint threaded = S * T * (P + Q) * <Py_ssize_t>sizeof(floating) >= MATDERIV_SERIAL_BELOW_BYTES
+    cdef bint threaded = use_team(GRAM_SQ, S * T * (P + Q) * <Py_ssize_t>sizeof(floating), n_threads)
     for s in prange(S, schedule="static", nogil=True, num_threads=n_threads, use_threads_if=threaded):
         ar = a0 + s * T * P
         br = b0 + s * T * Q
@@ -170,7 +170,7 @@ def outer_norms(
     cdef const floating *a0 = &a[0, 0] if P else NULL
     cdef const floating *b0 = &b[0, 0] if Q else NULL
     cdef double *o = &out[0]
-    cdef bint threaded = S * (P + Q) * <Py_ssize_t>sizeof(floating) >= MATDERIV_SERIAL_BELOW_BYTES
+    cdef bint threaded = use_team(OUTER_NORMS, S * (P + Q) * <Py_ssize_t>sizeof(floating), n_threads)
     for s in prange(S, schedule="static", nogil=True, num_threads=n_threads, use_threads_if=threaded):
         o[s] = _outer_norm(a0 + s * P, b0 + s * Q, P, Q, a_shift, b_shift)
 
@@ -201,7 +201,7 @@ def clip_rows(
     cdef floating *s0 = &scaled[0, 0] if P else NULL
     cdef double *no = &norms[0]
     cdef double *fo = &factor[0]
-    cdef bint threaded = S * (2 * P + Q) * <Py_ssize_t>sizeof(floating) >= MATDERIV_SERIAL_BELOW_BYTES
+    cdef bint threaded = use_team(CLIP_ROWS, S * (2 * P + Q) * <Py_ssize_t>sizeof(floating), n_threads)
     for s in prange(S, schedule="static", nogil=True, num_threads=n_threads, use_threads_if=threaded):
         ar = a0 + s * P
         nrm = _outer_norm(ar, b0 + s * Q, P, Q, a_shift, b_shift)

@@ -13,6 +13,5 @@ ctypedef fused index_t:
 
 cdef extern from "_omp_shim.h":
     int MATDERIV_HAVE_OPENMP
-    Py_ssize_t MATDERIV_SERIAL_BELOW_BYTES
     int omp_get_max_threads() noexcept nogil
     int omp_get_thread_limit() noexcept nogil

@@ -76,7 +76,7 @@ def _batch_chunked(obj: Any, seen: np.ndarray, rows: tuple[int, ...]) -> da.Arra
 def check_max_bytes(max_bytes: int | None) -> None:
     """max_bytes checked now (type and sign); it bounds each task's allocation when computed."""
     if max_bytes is not None:
-        v.byte_count(max_bytes, "max_bytes")
+        v.byte_count(max_bytes, "max_bytes", or_none=True)
 
 
 def check_lazy_out(out: Any) -> None:
