@@ -474,7 +474,7 @@ def _jacobians():
 
 
 @pytest.mark.parametrize("bad,exc,msg", [
-    (-1, ValueError, r"max_bytes: expected a non-negative int, got -1"),
+    (-1, ValueError, r"max_bytes: expected a non-negative int \(bytes\), got -1"),
     (1.5, TypeError, r"max_bytes: expected an int or None, got float"),
     (1e9, TypeError, r"max_bytes: expected an int or None, got float"),
     ("100", TypeError, r"max_bytes: expected an int or None, got str"),
