@@ -200,3 +200,10 @@ def check_output_bytes(
         f"{what}: the output {desc} needs {nbytes / 2**30:.3g} GiB ({nbytes} bytes), over the "
         f"limit of {limit / 2**30:.3g} GiB ({limit} bytes; set by {source}). {hint}"
     )
+
+
+#: Fresh dense outputs at least this large come from np.zeros: calloc hands out pages the
+#: OS has zeroed (glibc maps every block of 32 MiB or more), so the kernel only scatters
+#: the values instead of writing the zeros a second time. Smaller outputs are zeroed by
+#: the kernel, in parallel. (Read by matderiv.jacobian when it allocates an output.)
+FRESH_ZEROS_BYTES = 32 * 2**20
