@@ -19,7 +19,7 @@ from scipy.sparse.linalg import LinearOperator, lsqr
 
 import matderiv as md
 from matderiv import _validation
-from matderiv import jacobian as jacobian_module
+from matderiv import _memory
 from conftest import (
     CONVENTIONS,
     DTYPES,
@@ -977,7 +977,7 @@ def test_jacobian_is_taken_at_a_point_later_changes_to_x_do_not_leak(make):
 def test_fresh_zeroed_outputs_and_kernel_zeroing_agree(monkeypatch, rng, convention, threshold):
     """Large fresh outputs come from np.zeros and skip the kernel's zeroing; both paths
     give the reference (threshold 0 forces the first, a huge one the second)."""
-    monkeypatch.setattr(jacobian_module, "_FRESH_ZEROS_BYTES", threshold)
+    monkeypatch.setattr(_memory, "FRESH_ZEROS_BYTES", threshold)
     X = random_array(rng, (2, 4), np.float64)
     J = make_jac(X, 3, convention)
     for layout in LAYOUTS:

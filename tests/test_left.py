@@ -262,7 +262,7 @@ def test_left_errors_name_M(rng):
         J.left(np.ones((4, 1, 2)))
     with pytest.raises(ValueError, match=r"M: expected one matrix per sample, \(B, r, n\) with B = 4, got shape \(3, 1, 2\)"):
         JB.left(np.ones((3, 1, 2)))
-    with pytest.raises(ValueError, match=r"M: expected a 2-D sparse matrix \(r, 2\), got 1-D"):
+    with pytest.raises(ValueError, match=r"M: expected a 2-D sparse matrix, got 1-D with shape \(2,\)"):
         J.left(sp.coo_array(np.ones(2)))
     with pytest.raises(TypeError, match=r"M: unsupported dtype"):
         J.left(np.array([["a", "b"]]))
