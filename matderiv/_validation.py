@@ -249,7 +249,9 @@ def check_awb(A: Any, B: Any, W_shape: Any) -> tuple[Any, Any, tuple[int, int], 
     return A_, B_, shape or (A_.shape[1], B_.shape[0]), dtype
 
 
-def check_left(M: Any, f_shape: tuple[int, ...], batch_size: int | None, jac_shape: tuple[int, ...]) -> tuple[Any, np.dtype]:
+def check_left(
+    M: Any, f_shape: tuple[int, ...], batch_size: int | None, jac_shape: tuple[int, ...]
+) -> tuple[Any, np.dtype]:
     """M of J.left(M), checked, and its dtype: (r, n) dense or sparse, or (B, r, n) per sample
     on a Jacobian batched over B; n = f_shape[0] (f's length, or its rows when f is a matrix)."""
     arr, dtype = matrix_arg(M, "M", (2, 3))

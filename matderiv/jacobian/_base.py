@@ -212,7 +212,8 @@ class Jacobian(ABC):
 
         M: (r, n) array or scipy sparse matrix, n = f's length (f's rows when f is a
         matrix); on a batched Jacobian also (B, r, n), one M_b per sample. Lazy: M is
-        copied, nothing of the size of tovec is built.
+        copied, nothing of the size of tovec is built, and M is multiplied into the
+        Jacobian's factor (M @ A) only where the product holds no more entries than both.
         """
         M_, m_dtype = v.check_left(M, self.f_shape, self.batch_size, self.shape)
         dtype = np.result_type(self.dtype, m_dtype)

@@ -57,9 +57,10 @@ class TotalJacobian(Jacobian):
 
     def _scratch(self, sparse: bool = False) -> list[Temp]:
         # dx/dW as an (m, n*m) matrix: an array may be transposed into F order, another
-        # kind of Jacobian is materialized; a structured one is never built
+        # kind of Jacobian is materialized; a structured one is never built. The first
+        # term is written by the dense kernel, for the sparse forms too.
         if isinstance(self._dx, StructuredJacobian):
-            return []
+            return self._base._scratch()
         return [((self._W.shape[1], math.prod(self.W_shape)), self.dtype)] + self._base._scratch()
 
     def _dx_vec(self, order: str) -> np.ndarray:
