@@ -18,8 +18,7 @@ from hypothesis.extra import numpy as hnp
 from scipy.sparse.linalg import LinearOperator, lsqr
 
 import matderiv as md
-from matderiv import _validation
-from matderiv import _memory
+from matderiv import _memory, _validation
 from conftest import (
     CONVENTIONS,
     DTYPES,
@@ -494,6 +493,68 @@ def test_operator_gauss_newton_least_squares(rng):
     A = md.jacobian_wx(X, n).aslinearoperator("F")
     sol = lsqr(A, F.reshape(-1), atol=1e-14, btol=1e-14, iter_lim=500)[0]
     np.testing.assert_allclose(sol.reshape(m, n).T, W_true, rtol=1e-8, atol=1e-8)
+
+
+def sparse_operand(rng, shape, fmt, matrix):
+    """A scipy sparse operand in format fmt (a sparse matrix with matrix=True, else a sparse
+    array; 1-D only as a coo_array) and its dense value."""
+    S = sp.random_array(shape, density=0.5, format="coo", rng=rng)
+    if matrix:
+        return sp.coo_matrix(S).asformat(fmt), S.toarray()
+    return S.asformat(fmt), S.toarray()
+
+
+@pytest.mark.parametrize("fmt", ["csr", "csc", "coo", "bsr", "dia", "dok", "lil"])
+@pytest.mark.parametrize("matrix", [False, True])
+def test_operator_takes_sparse_operands(rng, fmt, matrix):
+    """As scipy's own operators: a sparse operand of any format gives the ndarray its dense
+    value gives, in matvec, rmatvec, matmat, rmatmat and @."""
+    X = rng.standard_normal((2, 3))
+    op = md.jacobian_wx(X, 4).aslinearoperator("F")
+    M = ref_vec(X, 4, "Wx", "F")  # (8, 12)
+    for shape, product, dense in (
+        ((12, 3), op.matmat, M), ((8, 2), op.rmatmat, M.T), ((12, 1), op.matvec, M),
+        ((8, 1), op.rmatvec, M.T), ((12, 3), op.dot, M), ((12, 1), op.dot, M),
+    ):
+        S, value = sparse_operand(rng, shape, fmt, matrix)
+        got = product(S)
+        assert type(got) is np.ndarray and got.shape == (dense.shape[0], shape[1])
+        np.testing.assert_allclose(got, dense @ value, rtol=1e-13, atol=1e-15)
+    if fmt == "coo" and not matrix:  # a 1-D sparse vector
+        S, value = sparse_operand(rng, (12,), fmt, matrix)
+        np.testing.assert_allclose(op @ S, M @ value, rtol=1e-13, atol=1e-15)
+
+
+def test_operator_sparse_operand_errors(monkeypatch):
+    op = md.jacobian_wx(np.ones((2, 3)), 4).aslinearoperator()  # (8, 12)
+    with pytest.raises(ValueError, match=r"matmat: expected a vector of length 12 or a matrix with 12 rows for an operator of shape \(8, 12\), got shape \(8, 2\)"):
+        op.matmat(sp.csr_array(np.ones((8, 2))))
+    with pytest.raises(TypeError, match=r"x: unsupported dtype"):
+        op.matvec(sp.csr_array(np.ones((12, 1), dtype=np.longdouble)))
+    monkeypatch.setenv("MATDERIV_MAX_BYTES", str(12 * 3 * 8 - 1))  # densified: counted first
+    with pytest.raises(md.OutputTooLargeError, match=r"matmat: the output \(12, 3\) float64 needs"):
+        op.matmat(sp.csr_array(np.ones((12, 3))))
+    with pytest.raises(md.OutputTooLargeError, match=r"rmatmat: the output \(8, 5\) float64 needs"):
+        op.rmatmat(sp.coo_array(np.ones((8, 5))))
+
+
+def test_operator_refuses_masked_operands():
+    """Every product refuses a masked operand (the mask would be ignored), as every other
+    function of matderiv does: the public methods, @ on either side, the adjoint, the
+    transpose and an hstack of operators."""
+    J = md.jacobian_wx(np.ones((2, 3)), 4)
+    op = J.aslinearoperator()  # (8, 12)
+    stack = md.hstack_operators([J, np.ones((8, 1))])
+    u = np.ma.masked_array(np.ones(12), mask=np.arange(12) == 3)
+    w = np.ma.masked_array(np.ones(8), mask=np.arange(8) == 3)
+    calls = [
+        lambda: op.matvec(u), lambda: op.matmat(u[:, None]), lambda: op.rmatvec(w),
+        lambda: op.rmatmat(w[:, None]), lambda: op @ u, lambda: w @ op, lambda: op.H.matvec(w),
+        lambda: op.T.matvec(w), lambda: stack.matvec(np.ma.masked_array(np.ones(13))), lambda: stack.rmatvec(w),
+    ]
+    for call in calls:
+        with pytest.raises(TypeError, match=r"x: masked arrays are not supported \(the mask would be ignored\)"):
+            call()
 
 
 # ===================================================================================
