@@ -94,4 +94,5 @@ def test_other_operators_are_called_through_their_public_products(rng):
     np.testing.assert_allclose(op.matvec(u), dense @ u, rtol=1e-12)
     np.testing.assert_allclose(op.rmatvec(w), dense.T @ w, rtol=1e-12)
     np.testing.assert_allclose(op.H @ w, dense.T @ w, rtol=1e-12)
-    np.testing.assert_allclose(op @ sp.csr_array(u[:, None]), dense @ u[:, None], rtol=1e-12)  # a sparse operand
+    np.testing.assert_allclose(op @ sp.csr_array(u[:, None]), dense @ u[:, None], rtol=1e-12)  # sparse operands
+    np.testing.assert_allclose(op.H @ sp.coo_array(w), dense.T @ w, rtol=1e-12)

@@ -508,13 +508,15 @@ def sparse_operand(rng, shape, fmt, matrix):
 @pytest.mark.parametrize("matrix", [False, True])
 def test_operator_takes_sparse_operands(rng, fmt, matrix):
     """As scipy's own operators: a sparse operand of any format gives the ndarray its dense
-    value gives, in matvec, rmatvec, matmat, rmatmat and @."""
+    value gives, in matvec, rmatvec, matmat, rmatmat and @, of the operator, its adjoint
+    and its transpose."""
     X = rng.standard_normal((2, 3))
     op = md.jacobian_wx(X, 4).aslinearoperator("F")
     M = ref_vec(X, 4, "Wx", "F")  # (8, 12)
     for shape, product, dense in (
         ((12, 3), op.matmat, M), ((8, 2), op.rmatmat, M.T), ((12, 1), op.matvec, M),
         ((8, 1), op.rmatvec, M.T), ((12, 3), op.dot, M), ((12, 1), op.dot, M),
+        ((8, 2), op.H.matmat, M.T), ((8, 1), op.T.dot, M.T), ((12, 2), op.T.rmatmat, M),
     ):
         S, value = sparse_operand(rng, shape, fmt, matrix)
         got = product(S)
@@ -1056,6 +1058,13 @@ def test_operator_adjoint_of_adjoint_is_the_operator(rng, dtype):
     assert A.H.H.shape == A.shape
     np.testing.assert_allclose(A.H.H @ u, A @ u, rtol=1e-13)
     np.testing.assert_allclose(A.H @ w, J.tovec("C").conj().T @ w, rtol=1e-13)
+    M = ref_vec(J.x, 4, "Wx", "C")  # transposes and adjoints of each other: A.T.H = A.H.T = conj(A)
+    np.testing.assert_allclose(A.T.T @ u, M @ u, rtol=1e-13)
+    np.testing.assert_allclose(A.T @ w, M.T @ w, rtol=1e-13)
+    for conj_A in (A.T.H, A.H.T):
+        assert conj_A.shape == A.shape
+        np.testing.assert_allclose(conj_A @ u, M.conj() @ u, rtol=1e-13)
+        np.testing.assert_allclose(conj_A.H @ w, M.T @ w, rtol=1e-13)
 
 
 @pytest.mark.parametrize("order", ORDERS)

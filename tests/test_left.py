@@ -367,6 +367,8 @@ def test_multiplying_out_a_lazy_product_counts_against_max_bytes(rng):
     with pytest.raises(md.OutputTooLargeError, match=rf"tovec: the output \({r}, {p}\) float64 \+ \(1, {r}, {p}\) float64"):
         J.tovec(max_bytes=2 * size)
     np.testing.assert_allclose(J.tovec(max_bytes=3 * size), M @ A, rtol=1e-15)
+    out = np.empty((r, p))
+    assert J.tovec(out=out) is out and np.allclose(out, M @ A, rtol=1e-15)
     tracemalloc.start()
     with pytest.raises(md.OutputTooLargeError, match=rf"tosparse: the output \(1, {r}, {p}\) float64 \+ .*\({r * p},\) int64"):
         J.tosparse(max_bytes=2 * size)

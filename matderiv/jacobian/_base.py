@@ -224,10 +224,10 @@ class Jacobian(ABC):
     def _inputs(self) -> tuple[np.ndarray, ...]:
         """The stored arrays (an out= must not overlap them)."""
 
+    @abstractmethod
     def _scratch(self, sparse: bool = False) -> list[Temp]:
         """Temporaries a dense (or, with sparse=True, a sparse) form needs besides its
         output (counted against max_bytes)."""
-        return []
 
     @abstractmethod
     def _fill_tensor(self, out: np.ndarray, layout: str, n_threads: int, zeroed: bool) -> None:

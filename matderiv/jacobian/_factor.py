@@ -199,14 +199,12 @@ class FactorChain:
     """The lazy product P_1 @ P_2 @ ... of Factors (no identity among them), applied factor
     by factor; multiplied out (multiplied) only for the forms that read its entries, which
     count scratch() against their memory limit first. A transposed chain multiplies from
-    the right, so that its partial products are the transposes of the chain's own."""
-
-    is_eye = False
+    the right, so that its partial products are the transposes of the chain's own and
+    the chain's scratch() counts them."""
 
     def __init__(self, parts: tuple[Factor, ...], from_right: bool = False):
         self.parts = parts
         self.shape = (parts[0].shape[0], parts[-1].shape[1])
-        self.per_sample = any(p.per_sample for p in parts)
         self._from_right = from_right
         self._cache: dict[Any, FactorChain] = {}
 
@@ -237,16 +235,14 @@ class FactorChain:
 
     def multiplied(self) -> Factor:
         if self._from_right:
-            return functools.reduce(lambda acc, P: multiply(P, acc), self.parts[-2::-1], self.parts[-1])
-        return functools.reduce(multiply, self.parts)
+            return functools.reduce(lambda acc, P: _multiply(P, acc), self.parts[-2::-1], self.parts[-1])
+        return functools.reduce(_multiply, self.parts)
 
     def scratch(self, dtype: np.dtype, sparse: bool) -> list[Temp]:
         """What multiplied() and the kernels' reading of the product allocate: every partial
         product (a dense one twice: the GEMM's result and, where that is not sample-major, its
         copy; a sparse one at its bound of entries, with int64 indices), then a sparse product
         densified for the dense forms, or the int64 indices the sparse forms' kernel reads."""
-        if self._from_right:  # the same arrays, transposed
-            return self.T().scratch(dtype, sparse)
         first = self.parts[0]
         rows = first.shape[0]
         counts = _column_counts(first) if first.kind == "sparse" else None
@@ -286,7 +282,7 @@ def _product_entries(F: Factor, G: Factor) -> int:
     return max(F.samples, G.samples) * F.shape[0] * G.shape[1]
 
 
-def multiply(F: Factor, G: Factor) -> Factor:
+def _multiply(F: Factor, G: Factor) -> Factor:
     """F @ G multiplied out, sample by sample (neither an identity): sparse when both are."""
     if F.kind == "sparse" and G.kind == "sparse":
         prod = sp.csr_array(F.data @ G.data)
@@ -298,15 +294,14 @@ def multiply(F: Factor, G: Factor) -> Factor:
 
 
 def compose(F: Factor | FactorChain, G: Factor | FactorChain) -> Factor | FactorChain:
-    """F @ G, sample by sample: each pair of neighbouring factors multiplied out where the
-    product holds no more entries than the pair, a FactorChain of the rest."""
+    """F @ G, sample by sample (not both identities): each pair of neighbouring factors
+    multiplied out where the product holds no more entries than the pair, a FactorChain
+    of the rest."""
     parts: list[Factor] = []
     for P in F.parts + G.parts:
         if P.is_eye:
             continue
         while parts and _product_entries(parts[-1], P) <= parts[-1].entries + P.entries:
-            P = multiply(parts.pop(), P)
+            P = _multiply(parts.pop(), P)
         parts.append(P)
-    if not parts:  # both identities (of one size)
-        return F
     return parts[0] if len(parts) == 1 else FactorChain(tuple(parts))

@@ -3,8 +3,9 @@
 A CheckedOperator checks the operand of every product (matvec, rmatvec, matmat, rmatmat,
 @ and the hooks scipy's wrappers call) with _validation.operator_operand: its shape, masked
 arrays refused, scipy sparse operands densified; its subclasses compute apply(X, adjoint)
-on a checked C-contiguous (N, K) X. The Jacobian itself is only called through its
-product hooks (_vec_shape, _matmat, _rmatmat), so this module does not import _base.
+on a checked C-contiguous (N, K) X, and its adjoint .H and transpose .T check theirs too.
+The Jacobian itself is only called through its product hooks (_vec_shape, _matmat,
+_rmatmat), so this module does not import _base.
 """
 from __future__ import annotations
 
@@ -62,25 +63,49 @@ class CheckedOperator(LinearOperator, metaclass=ABCMeta):
     def _rmatvec(self, x: np.ndarray) -> np.ndarray:
         return self._rmatmat(x.reshape(-1, 1)).ravel()
 
+    def _adjoint(self) -> CheckedOperator:
+        return FlippedOperator(self, conjugate=False)
 
-class JacobianOperator(CheckedOperator):
-    """tovec(order) of a Jacobian as a LinearOperator, never materialized; with
-    transposed=True its adjoint (the conjugate transpose)."""
+    def _transpose(self) -> CheckedOperator:
+        return FlippedOperator(self, conjugate=True)
 
-    def __init__(self, jac: Any, order: str, transposed: bool = False):
-        self._jac = jac
-        self._order = order
-        self._transposed = transposed
-        rows, cols = jac._vec_shape()
-        super().__init__(dtype=jac.dtype, shape=(cols, rows) if transposed else (rows, cols))
+
+class FlippedOperator(CheckedOperator):
+    """op^H, or with conjugate=True op^T = conj(op^H conj(.)), of a CheckedOperator op."""
+
+    def __init__(self, op: CheckedOperator, conjugate: bool):
+        self._op = op
+        self._conjugate = conjugate
+        super().__init__(dtype=op.dtype, shape=op.shape[::-1])
 
     def apply(self, X: np.ndarray, adjoint: bool) -> np.ndarray:
-        if adjoint != self._transposed:
+        if not self._conjugate:
+            return self._op.apply(X, not adjoint)
+        return _conj(self._op.apply(_conj(X), not adjoint))
+
+    def _adjoint(self) -> CheckedOperator:
+        return self._op if not self._conjugate else super()._adjoint()
+
+    def _transpose(self) -> CheckedOperator:
+        return self._op if self._conjugate else super()._transpose()
+
+
+def _conj(a: np.ndarray) -> np.ndarray:
+    return a.conj() if a.dtype.kind == "c" else a
+
+
+class JacobianOperator(CheckedOperator):
+    """tovec(order) of a Jacobian as a LinearOperator, never materialized."""
+
+    def __init__(self, jac: Any, order: str):
+        self._jac = jac
+        self._order = order
+        super().__init__(dtype=jac.dtype, shape=jac._vec_shape())
+
+    def apply(self, X: np.ndarray, adjoint: bool) -> np.ndarray:
+        if adjoint:
             return self._jac._rmatmat(X, self._order)
         return self._jac._matmat(X, self._order)
-
-    def _adjoint(self) -> LinearOperator:
-        return JacobianOperator(self._jac, self._order, not self._transposed)
 
 
 class HStackOperator(CheckedOperator):
