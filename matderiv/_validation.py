@@ -276,7 +276,9 @@ def not_masked(x: Any, name: str) -> Any:
     return x
 
 
-def operator_operand(x: Any, method: str, length: int, op_shape: tuple[int, int], dtype: np.dtype) -> np.ndarray:
+def operator_operand(
+    x: Any, method: str, length: int, op_shape: tuple[int, int], dtype: np.dtype
+) -> np.ndarray:
     """x of a LinearOperator's method (matvec, rmatvec, matmat, rmatmat) of shape op_shape: a
     vector of `length` or a matrix with `length` rows, as a C-contiguous array of dtype
     promoted with x's. A scipy sparse x is densified after its shape is checked and its
@@ -325,7 +327,9 @@ def operator_block(block: Any, name: str, rows: int | None) -> LinearOperator:
     return op
 
 
-def check_dependent(x: np.ndarray, n: int, W: Any, dx_dW: Any, dx_jacobian: bool) -> tuple[np.ndarray, Any, np.dtype]:
+def check_dependent(
+    x: np.ndarray, n: int, W: Any, dx_dW: Any, dx_jacobian: bool
+) -> tuple[np.ndarray, Any, np.dtype]:
     """W (n, m) and dx_dW (m, n, m) of jacobian_wx's dependent case, for a checked x that must
     be a single (m,): dx_dW an array, or with dx_jacobian a matderiv Jacobian of that shape.
     Returns W and dx_dW checked (not copied) and the result dtype of x, W and dx_dW."""

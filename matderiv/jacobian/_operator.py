@@ -44,7 +44,7 @@ class CheckedOperator(LinearOperator, metaclass=ABCMeta):
         return super().rmatmat(self._operand(X, "rmatmat", adjoint=True))
 
     def dot(self, x: Any) -> Any:
-        """self @ x (scipy's dot, which would drop a mask before matvec or matmat sees it)."""
+        """self @ x; a masked x is refused here, where scipy's dot would drop its mask."""
         return super().dot(v.not_masked(x, "x"))
 
     def __rmatmul__(self, x: Any) -> Any:
