@@ -194,3 +194,10 @@ def check_output_bytes(
 
 def _describe(parts: list[tuple[tuple[int, ...], np.dtype]]) -> str:
     return " + ".join(f"{tuple(int(d) for d in shape)} {np.dtype(dt).name}" for shape, dt in parts)
+
+
+#: Fresh dense outputs at least this large come from np.zeros: calloc hands out pages the
+#: OS has zeroed (glibc maps every block of 32 MiB or more), so the kernel only scatters
+#: the values instead of writing the zeros a second time. Smaller outputs are zeroed by
+#: the kernel, in parallel. (Read by matderiv.jacobian when it allocates an output.)
+FRESH_ZEROS_BYTES = 32 * 2**20

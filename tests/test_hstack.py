@@ -53,3 +53,46 @@ def test_errors():
         md.hstack_operators(["J"])
     with pytest.raises(ValueError, match=r"order: expected one of 'F', 'C', got 'K'"):
         md.hstack_operators([J], order="K")
+    with pytest.raises(TypeError, match=r"blocks: expected a list or tuple of operators, got str"):
+        md.hstack_operators("J")
+
+
+def test_blocks_of_a_non_numeric_dtype_are_refused():
+    J = md.jacobian_wx(np.ones(3), 2)
+    with pytest.raises(TypeError, match=r"blocks\[1\]: unsupported dtype object; expected float32"):
+        md.hstack_operators([J, np.ones((2, 1), dtype=object)])
+    with pytest.raises(TypeError, match=r"blocks\[0\]: unsupported dtype str"):
+        md.hstack_operators([aslinearoperator(np.full((2, 1), "a")), J])
+
+
+class PublicProductsOnly(LinearOperator):
+    """An operator from elsewhere: its scipy hooks are its own business, only its public
+    matmat and rmatmat may be called."""
+
+    def __init__(self, A):
+        self.A = A
+        super().__init__(A.dtype, A.shape)
+
+    def matmat(self, X):
+        return self.A @ X
+
+    def rmatmat(self, X):
+        return self.A.conj().T @ X
+
+    def _matmat(self, X):
+        raise AssertionError("a private hook called from outside the operator")
+
+    _rmatmat = _matmat
+
+
+def test_other_operators_are_called_through_their_public_products(rng):
+    J = md.jacobian_wx(rng.standard_normal((4, 3)), 2)  # (8, 6)
+    D = rng.standard_normal((8, 5))
+    op = md.hstack_operators([J, PublicProductsOnly(D), J])
+    dense = np.hstack([J.tovec(), D, J.tovec()])
+    u, w = rng.standard_normal(17), rng.standard_normal(8)
+    np.testing.assert_allclose(op.matvec(u), dense @ u, rtol=1e-12)
+    np.testing.assert_allclose(op.rmatvec(w), dense.T @ w, rtol=1e-12)
+    np.testing.assert_allclose(op.H @ w, dense.T @ w, rtol=1e-12)
+    np.testing.assert_allclose(op @ sp.csr_array(u[:, None]), dense @ u[:, None], rtol=1e-12)  # sparse operands
+    np.testing.assert_allclose(op.H @ sp.coo_array(w), dense.T @ w, rtol=1e-12)

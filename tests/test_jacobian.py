@@ -18,8 +18,7 @@ from hypothesis.extra import numpy as hnp
 from scipy.sparse.linalg import LinearOperator, lsqr
 
 import matderiv as md
-from matderiv import _validation
-from matderiv import jacobian as jacobian_module
+from matderiv import _memory, _validation
 from conftest import (
     CONVENTIONS,
     DTYPES,
@@ -494,6 +493,70 @@ def test_operator_gauss_newton_least_squares(rng):
     A = md.jacobian_wx(X, n).aslinearoperator("F")
     sol = lsqr(A, F.reshape(-1), atol=1e-14, btol=1e-14, iter_lim=500)[0]
     np.testing.assert_allclose(sol.reshape(m, n).T, W_true, rtol=1e-8, atol=1e-8)
+
+
+def sparse_operand(rng, shape, fmt, matrix):
+    """A scipy sparse operand in format fmt (a sparse matrix with matrix=True, else a sparse
+    array; 1-D only as a coo_array) and its dense value."""
+    S = sp.random_array(shape, density=0.5, format="coo", rng=rng)
+    if matrix:
+        return sp.coo_matrix(S).asformat(fmt), S.toarray()
+    return S.asformat(fmt), S.toarray()
+
+
+@pytest.mark.parametrize("fmt", ["csr", "csc", "coo", "bsr", "dia", "dok", "lil"])
+@pytest.mark.parametrize("matrix", [False, True])
+def test_operator_takes_sparse_operands(rng, fmt, matrix):
+    """As scipy's own operators: a sparse operand of any format gives the ndarray its dense
+    value gives, in matvec, rmatvec, matmat, rmatmat and @, of the operator, its adjoint
+    and its transpose."""
+    X = rng.standard_normal((2, 3))
+    op = md.jacobian_wx(X, 4).aslinearoperator("F")
+    M = ref_vec(X, 4, "Wx", "F")  # (8, 12)
+    for shape, product, dense in (
+        ((12, 3), op.matmat, M), ((8, 2), op.rmatmat, M.T), ((12, 1), op.matvec, M),
+        ((8, 1), op.rmatvec, M.T), ((12, 3), op.dot, M), ((12, 1), op.dot, M),
+        ((8, 2), op.H.matmat, M.T), ((8, 1), op.T.dot, M.T), ((12, 2), op.T.rmatmat, M),
+    ):
+        S, value = sparse_operand(rng, shape, fmt, matrix)
+        got = product(S)
+        assert type(got) is np.ndarray and got.shape == (dense.shape[0], shape[1])
+        np.testing.assert_allclose(got, dense @ value, rtol=1e-13, atol=1e-15)
+    if fmt == "coo" and not matrix:  # a 1-D sparse vector
+        S, value = sparse_operand(rng, (12,), fmt, matrix)
+        np.testing.assert_allclose(op @ S, M @ value, rtol=1e-13, atol=1e-15)
+
+
+def test_operator_sparse_operand_errors(monkeypatch):
+    op = md.jacobian_wx(np.ones((2, 3)), 4).aslinearoperator()  # (8, 12)
+    with pytest.raises(ValueError, match=r"matmat: expected a vector of length 12 or a matrix with 12 rows for an operator of shape \(8, 12\), got shape \(8, 2\)"):
+        op.matmat(sp.csr_array(np.ones((8, 2))))
+    with pytest.raises(TypeError, match=r"x: unsupported dtype"):
+        op.matvec(sp.csr_array(np.ones((12, 1), dtype=np.longdouble)))
+    monkeypatch.setenv("MATDERIV_MAX_BYTES", str(12 * 3 * 8 - 1))  # densified: counted first
+    with pytest.raises(md.OutputTooLargeError, match=r"matmat: the output \(12, 3\) float64 needs"):
+        op.matmat(sp.csr_array(np.ones((12, 3))))
+    with pytest.raises(md.OutputTooLargeError, match=r"rmatmat: the output \(8, 5\) float64 needs"):
+        op.rmatmat(sp.coo_array(np.ones((8, 5))))
+
+
+def test_operator_refuses_masked_operands():
+    """Every product refuses a masked operand (the mask would be ignored), as every other
+    function of matderiv does: the public methods, @ on either side, the adjoint, the
+    transpose and an hstack of operators."""
+    J = md.jacobian_wx(np.ones((2, 3)), 4)
+    op = J.aslinearoperator()  # (8, 12)
+    stack = md.hstack_operators([J, np.ones((8, 1))])
+    u = np.ma.masked_array(np.ones(12), mask=np.arange(12) == 3)
+    w = np.ma.masked_array(np.ones(8), mask=np.arange(8) == 3)
+    calls = [
+        lambda: op.matvec(u), lambda: op.matmat(u[:, None]), lambda: op.rmatvec(w),
+        lambda: op.rmatmat(w[:, None]), lambda: op @ u, lambda: w @ op, lambda: op.H.matvec(w),
+        lambda: op.T.matvec(w), lambda: stack.matvec(np.ma.masked_array(np.ones(13))), lambda: stack.rmatvec(w),
+    ]
+    for call in calls:
+        with pytest.raises(TypeError, match=r"x: masked arrays are not supported \(the mask would be ignored\)"):
+            call()
 
 
 # ===================================================================================
@@ -977,7 +1040,7 @@ def test_jacobian_is_taken_at_a_point_later_changes_to_x_do_not_leak(make):
 def test_fresh_zeroed_outputs_and_kernel_zeroing_agree(monkeypatch, rng, convention, threshold):
     """Large fresh outputs come from np.zeros and skip the kernel's zeroing; both paths
     give the reference (threshold 0 forces the first, a huge one the second)."""
-    monkeypatch.setattr(jacobian_module, "_FRESH_ZEROS_BYTES", threshold)
+    monkeypatch.setattr(_memory, "FRESH_ZEROS_BYTES", threshold)
     X = random_array(rng, (2, 4), np.float64)
     J = make_jac(X, 3, convention)
     for layout in LAYOUTS:
@@ -995,6 +1058,13 @@ def test_operator_adjoint_of_adjoint_is_the_operator(rng, dtype):
     assert A.H.H.shape == A.shape
     np.testing.assert_allclose(A.H.H @ u, A @ u, rtol=1e-13)
     np.testing.assert_allclose(A.H @ w, J.tovec("C").conj().T @ w, rtol=1e-13)
+    M = ref_vec(J.x, 4, "Wx", "C")  # transposes and adjoints of each other: A.T.H = A.H.T = conj(A)
+    np.testing.assert_allclose(A.T.T @ u, M @ u, rtol=1e-13)
+    np.testing.assert_allclose(A.T @ w, M.T @ w, rtol=1e-13)
+    for conj_A in (A.T.H, A.H.T):
+        assert conj_A.shape == A.shape
+        np.testing.assert_allclose(conj_A @ u, M.conj() @ u, rtol=1e-13)
+        np.testing.assert_allclose(conj_A.H @ w, M.T @ w, rtol=1e-13)
 
 
 @pytest.mark.parametrize("order", ORDERS)

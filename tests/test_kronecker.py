@@ -267,7 +267,7 @@ def test_errors_name_the_argument():
         md.jacobian_awb(sp.csr_array(np.ones((2, 2))), np.ones((2, 2)), W_shape=(3, 2))
     with pytest.raises(ValueError, match=r"A: expected a 2-D array, got 1-D"):
         md.jacobian_awb(np.ones(3), None, W_shape=(3, 3))
-    with pytest.raises(ValueError, match=r"B: expected a 2-D array or sparse matrix, got 1-D"):
+    with pytest.raises(ValueError, match=r"B: expected a 2-D sparse matrix, got 1-D with shape \(3,\)"):
         md.jacobian_awb(None, sp.coo_array(np.ones(3)), W_shape=(3, 3))
     with pytest.raises(TypeError, match=r"A: unsupported dtype object"):
         md.jacobian_awb(np.array([[None]]), None, W_shape=(1, 1))

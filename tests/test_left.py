@@ -262,7 +262,7 @@ def test_left_errors_name_M(rng):
         J.left(np.ones((4, 1, 2)))
     with pytest.raises(ValueError, match=r"M: expected one matrix per sample, \(B, r, n\) with B = 4, got shape \(3, 1, 2\)"):
         JB.left(np.ones((3, 1, 2)))
-    with pytest.raises(ValueError, match=r"M: expected a 2-D sparse matrix \(r, 2\), got 1-D"):
+    with pytest.raises(ValueError, match=r"M: expected a 2-D sparse matrix, got 1-D with shape \(2,\)"):
         J.left(sp.coo_array(np.ones(2)))
     with pytest.raises(TypeError, match=r"M: unsupported dtype"):
         J.left(np.array([["a", "b"]]))
@@ -297,3 +297,92 @@ def test_per_sample_sparse_forms_int64_and_thread_invariance(rng, monkeypatch, f
         assert all(a.dtype == np.int64 for a in arrays)
         assert S.nnz == B * r * n * m and np.array_equal(S.toarray(), dense)
         monkeypatch.undo()
+
+
+# --- products M @ A larger than M and A: kept lazy ---------------------------------------
+def lazy_chain(rng, case, B, n, dtype):
+    """[(argument of left, its dense value)] whose product, multiplied out, holds more entries
+    than its factors: a rank-one step (1, n) then (3, 1), as dense, sparse or mixed factors,
+    or a per-sample (B, 1, 1) in between (three factors none of whose pairs is smaller)."""
+    def mat(shape, sparse):
+        value = random_array(rng, shape, dtype, zeros=False)
+        return (sp.csr_array(value) if sparse else value), value
+
+    if case == "per-sample":
+        return [mat((1, n), False), mat((B, 1, 1), False), mat((3, 1), False)]
+    first_sparse, second_sparse = {"dense": (False, False), "sparse": (True, True), "mixed": (True, False)}[case]
+    return [mat((1, n), first_sparse), mat((3, 1), second_sparse)]
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.complex128])
+@pytest.mark.parametrize("case", ["dense", "sparse", "mixed", "per-sample"])
+@pytest.mark.parametrize("convention", ["Wx", "xW"])
+def test_left_keeps_larger_products_lazy_in_every_form(rng, dtype, case, convention):
+    """J.left(M1).left(M2)... where M2 @ M1 would hold more entries than M1 and M2 (on A, or
+    on B as M^T for x @ W): every form and product against the einsum reference of the
+    product, and equal to J.left(M2 @ M1)."""
+    B, n, m = 3, 4, 5
+    X = random_array(rng, (B, m), dtype)
+    make, ref = (md.jacobian_wx, ref_wx) if convention == "Wx" else (md.jacobian_xw, ref_xw)
+    J, L, total = make(X, n), make(X, n), None
+    for arg, value in lazy_chain(rng, case, B, n, dtype):
+        L = L.left(arg)
+        total = value if total is None else value @ total
+    assert "lazy product" in repr(L)
+    expected = np.einsum("sri,siab->srab", np.broadcast_to(total, (B,) + total.shape[-2:]), ref(X, n))
+    assert_forms(L, expected, dtype)
+    assert_products(rng, L, expected, dtype)
+    assert_close(L.tovec("C"), J.left(total).tovec("C"), dtype)
+
+
+def test_left_of_a_rank_one_product_never_builds_it():
+    """The issue's example: M @ A would be (2^20, 2^20), 8 TiB. The Jacobian keeps M and A;
+    its products apply them one after the other, its forms refuse before allocating."""
+    N = 2**20
+    J = md.jacobian_awb(np.ones((1, N)), None, W_shape=(N, 1)).left(np.ones((N, 1)))
+    assert J.shape == (N, 1, N, 1) and "lazy product dense (1048576, 1) @ dense (1, 1048576)" in repr(J)
+    rng = np.random.default_rng(5)
+    u, w = rng.standard_normal(N), rng.standard_normal(N)
+    tracemalloc.start()
+    op = J.aslinearoperator()
+    got = [op.matvec(u), op.rmatvec(w), J.jvp(u.reshape(N, 1)), J.vjp(w.reshape(N, 1))]
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 8 * 8 * N  # a few vectors of N
+    # f = M (A W) = sum(W) in every entry; the pull-back of V is A^T (M^T V) = sum(V) everywhere
+    for value, total in zip(got, (u.sum(), w.sum(), u.sum(), w.sum())):
+        np.testing.assert_allclose(value, np.full(value.shape, total), rtol=1e-9, atol=1e-9)
+    for form, call in (("tovec", J.tovec), ("toarray", J.toarray), ("tosparse", J.tosparse)):
+        with pytest.raises(md.OutputTooLargeError, match=rf"^{form}: .*\(1, 1048576, 1048576\) float64"):
+            call()
+
+
+def test_multiplying_out_a_lazy_product_counts_against_max_bytes(rng):
+    """The forms multiply M @ A out: it is counted with the output, and tosparse refuses
+    before multiplying when the product alone is over the limit."""
+    r, p = 60, 80
+    A, M = rng.standard_normal((1, p)), rng.standard_normal((r, 1))
+    J = md.jacobian_awb(A, None, W_shape=(p, 1)).left(M)  # f (r, 1), W (p, 1): tovec = M @ A
+    size = r * p * 8
+    with pytest.raises(md.OutputTooLargeError, match=rf"tovec: the output \({r}, {p}\) float64 \+ \(1, {r}, {p}\) float64"):
+        J.tovec(max_bytes=2 * size)
+    np.testing.assert_allclose(J.tovec(max_bytes=3 * size), M @ A, rtol=1e-15)
+    out = np.empty((r, p))
+    assert J.tovec(out=out) is out and np.allclose(out, M @ A, rtol=1e-15)
+    tracemalloc.start()
+    with pytest.raises(md.OutputTooLargeError, match=rf"tosparse: the output \(1, {r}, {p}\) float64 \+ .*\({r * p},\) int64"):
+        J.tosparse(max_bytes=2 * size)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < size / 4  # refused before multiplying out
+    np.testing.assert_allclose(J.tosparse(max_bytes=10 * size).toarray(), M @ A, rtol=1e-15)
+    Js = md.jacobian_awb(sp.csr_array(A), None, W_shape=(p, 1)).left(sp.csr_array(M))  # sparse: entries bounded
+    with pytest.raises(md.OutputTooLargeError, match=rf"tosparse: the output \({r * p},\) float64 \+ \({r * p},\) int64"):
+        Js.tosparse(max_bytes=size)
+    assert Js.tosparse().nnz == r * p and np.allclose(Js.toarray()[:, 0, :, 0], M @ A, rtol=1e-15)
+    # the product rule's first term is such a product too, also with a structured dx/dW
+    n, m = 5, 3
+    W, y = rng.standard_normal((n, m)), rng.standard_normal(n)
+    T = md.jacobian_wx(W.T @ y, n, W=W, dx_dW=md.jacobian_xw(y, m)).left(np.ones((1, n))).left(M)
+    with pytest.raises(md.OutputTooLargeError, match=rf"tovec: the output \({r}, {n * m}\) float64 \+ \(1, {r}, {n}\) float64"):
+        T.tovec(max_bytes=r * n * m * 8)

@@ -14,16 +14,20 @@ Jacobians are lazy: construction stores x (or A and B); nothing of the size of t
 Jacobian exists until toarray/tovec/tosparse is called.  Complex inputs are treated
 as holomorphic: no conjugation anywhere except in the LinearOperator's adjoint.
 
-Where things are:
-  _base.py       the Jacobian interface: shapes, argument checks, output allocation
-  _kronecker.py  the Kronecker family: A @ W @ B, W @ x, x @ W, and left products M @ f
-  _total.py      the product-rule Jacobian of W @ x(W) (jacobian_wx with W and dx_dW)
-  _operator.py   the LinearOperator of a Jacobian, and hstack_operators
+Where things are (each module imports only those listed before it):
+  _factor.py        Kronecker factors (identity, dense, per-sample, sparse), their products,
+                    and lazy products of them (compose, FactorChain)
+  _operator.py      LinearOperators that check their operands: a Jacobian's, and hstack's
+  _base.py          the Jacobian interface: shapes, forms, output allocation, left(M)
+  _kronecker.py     the Kronecker family: A @ W @ B, and W @ x, x @ W stored as x alone
+  _total.py         the product-rule Jacobian of W @ x(W) (jacobian_wx with W and dx_dW)
+  _constructors.py  jacobian_wx, jacobian_xw, jacobian_awb and hstack_operators
+Argument checks are in matderiv/_validation.py ("Jacobian arguments").
 """
 from ._base import Jacobian
-from ._kronecker import KroneckerJacobian, StructuredJacobian, jacobian_awb, jacobian_xw
-from ._operator import hstack_operators
-from ._total import TotalJacobian, jacobian_wx
+from ._constructors import hstack_operators, jacobian_awb, jacobian_wx, jacobian_xw
+from ._kronecker import KroneckerJacobian, StructuredJacobian
+from ._total import TotalJacobian
 
 __all__ = [
     "Jacobian",
@@ -35,9 +39,3 @@ __all__ = [
     "jacobian_wx",
     "jacobian_xw",
 ]
-
-#: Fresh dense outputs at least this large come from np.zeros: calloc hands out pages the
-#: OS has zeroed (glibc maps every block of 32 MiB or more), so the kernel only scatters
-#: the values instead of writing the zeros a second time. Smaller outputs are zeroed by
-#: the kernel, in parallel. (Read by _base.Jacobian._output when it allocates.)
-_FRESH_ZEROS_BYTES = 32 * 2**20

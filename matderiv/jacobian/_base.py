@@ -8,7 +8,7 @@ with samples stacked in rows. Subclasses supply the numerics through the hooks a
 from __future__ import annotations
 
 import math
-import sys
+from abc import ABC, abstractmethod
 from typing import Any
 
 import numpy as np
@@ -16,8 +16,10 @@ import scipy.sparse as sp
 from numpy.typing import ArrayLike
 from scipy.sparse.linalg import LinearOperator
 
+from .. import _memory
 from .. import _validation as v
-from .._memory import check_output_bytes
+from ._factor import Factor, Temp
+from ._operator import JacobianOperator
 
 LAYOUTS = ("numerator", "denominator")
 ORDERS = ("F", "C")
@@ -27,36 +29,27 @@ DENSE_HINT = "Use the lazy Jacobian (jvp, vjp, aslinearoperator) or tosparse() i
 SPARSE_HINT = "Use the lazy Jacobian (jvp, vjp, aslinearoperator) instead."
 
 
-def _fresh_zeros_bytes() -> int:
-    """matderiv.jacobian._FRESH_ZEROS_BYTES, looked up when used so that one setting (and a
-    test's monkeypatch of the package) governs every Jacobian."""
-    return sys.modules[__package__]._FRESH_ZEROS_BYTES
-
-
-class Jacobian:
+class Jacobian(ABC):
     """Common interface of matderiv Jacobians of f with respect to W.
 
     Subclasses provide the numerics; this class validates every argument and
     allocates every output.
     """
 
-    n: int
-    m: int
-    convention: str
     dtype: np.dtype
-    _samples: int
+    _samples: int  # S: B when batched, else 1
     _batched: bool
 
     # --- shapes ------------------------------------------------------------------
     @property
+    @abstractmethod
     def f_shape(self) -> tuple[int, ...]:
-        """Shape of f for one sample: (n,) for f = W @ x or x @ W."""
-        return (self.n,)
+        """Shape of f for one sample: (n,) for f = W @ x or x @ W, (n, k) for A @ W @ B."""
 
     @property
+    @abstractmethod
     def W_shape(self) -> tuple[int, int]:
-        """Shape of W: (n, m) for f = W @ x, (m, n) for f = x @ W."""
-        return (self.n, self.m) if self.convention == "Wx" else (self.m, self.n)
+        """Shape of W: (n, m) for f = W @ x, (m, n) for f = x @ W, (p, q) for A @ W @ B."""
 
     @property
     def batch_size(self) -> int | None:
@@ -149,10 +142,10 @@ class Jacobian:
         """The array to fill, and whether it is known to hold zeros already."""
         if out is not None:
             return v.check_out(out, shape, self.dtype, self._inputs()), False
-        check_output_bytes(
+        _memory.check_output_bytes(
             [(shape, self.dtype)] + self._scratch(), what=what, max_bytes=max_bytes, hint=DENSE_HINT
         )
-        if math.prod(shape) * self.dtype.itemsize >= _fresh_zeros_bytes():
+        if math.prod(shape) * self.dtype.itemsize >= _memory.FRESH_ZEROS_BYTES:
             return np.zeros(shape, dtype=self.dtype), True
         return np.empty(shape, dtype=self.dtype), False
 
@@ -164,7 +157,7 @@ class Jacobian:
         rows, cols = self._vec_shape()
         idx = v.index_dtype(max(nnz, rows, cols))
         ptr_len = {"csr": rows + 1, "csc": cols + 1, "coo": nnz}[format]
-        check_output_bytes(
+        _memory.check_output_bytes(
             [((nnz,), self.dtype), ((nnz,), idx), ((ptr_len,), idx)] + self._scratch(sparse=True),
             what="tosparse",
             max_bytes=max_bytes,
@@ -204,7 +197,7 @@ class Jacobian:
         if out is not None:
             out = v.check_out(out, shape, dtype, self._inputs() + (arr,))
         else:
-            check_output_bytes([(shape, dtype)], what="vjp", max_bytes=max_bytes, hint="")
+            _memory.check_output_bytes([(shape, dtype)], what="vjp", max_bytes=max_bytes, hint="")
             out = np.empty(shape, dtype=dtype)
         vs = v.contiguous(arr, dtype).reshape(self._samples, self._f_size)
         self._vjp(vs, out.reshape((self._samples,) + self.W_shape), v.n_threads_value(n_threads))
@@ -212,8 +205,6 @@ class Jacobian:
 
     def aslinearoperator(self, order: str = "F") -> LinearOperator:
         """A scipy LinearOperator equal to tovec(order): matvec = jvp on vec(dW)."""
-        from ._operator import JacobianOperator
-
         return JacobianOperator(self, v.check_choice(order, "order", ORDERS))
 
     def left(self, M: Any) -> Jacobian:
@@ -221,46 +212,54 @@ class Jacobian:
 
         M: (r, n) array or scipy sparse matrix, n = f's length (f's rows when f is a
         matrix); on a batched Jacobian also (B, r, n), one M_b per sample. Lazy: M is
-        copied, nothing of the size of tovec is built.
+        copied, nothing of the size of tovec is built, and M is multiplied into the
+        Jacobian's factor (M @ A) only where the product holds no more entries than both.
         """
-        from ._kronecker import check_left
-
-        M_, dtype = check_left(M, self)
-        return self._left(M_, dtype)
+        M_, m_dtype = v.check_left(M, self.f_shape, self.batch_size, self.shape)
+        dtype = np.result_type(self.dtype, m_dtype)
+        return self._left(Factor.matrix(M_, dtype), dtype)
 
     # --- subclass hooks ------------------------------------------------------------------
+    @abstractmethod
     def _inputs(self) -> tuple[np.ndarray, ...]:
-        raise NotImplementedError
+        """The stored arrays (an out= must not overlap them)."""
 
-    def _scratch(self, sparse: bool = False) -> list[tuple[tuple[int, ...], np.dtype]]:
+    @abstractmethod
+    def _scratch(self, sparse: bool = False) -> list[Temp]:
         """Temporaries a dense (or, with sparse=True, a sparse) form needs besides its
         output (counted against max_bytes)."""
-        return []
 
+    @abstractmethod
     def _fill_tensor(self, out: np.ndarray, layout: str, n_threads: int, zeroed: bool) -> None:
-        raise NotImplementedError
+        """Write toarray(layout) into out (zeroed: out holds zeros already)."""
 
+    @abstractmethod
     def _fill_vec(self, out: np.ndarray, order: str, n_threads: int, zeroed: bool) -> None:
-        raise NotImplementedError
+        """Write tovec(order) into out."""
 
+    @abstractmethod
     def _sparse(self, format: str, order: str, max_bytes: int | None, n_threads: int) -> Any:
-        raise NotImplementedError
+        """tosparse(format, order), allocated through _sparse_arrays."""
 
+    @abstractmethod
     def _jvp(self, dW: np.ndarray, dtype: np.dtype) -> np.ndarray:
         """(S, f_size)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def _vjp(self, vs: np.ndarray, out: np.ndarray, n_threads: int) -> None:
-        raise NotImplementedError
+        """out (S,) + W_shape = the pull-back of vs (S, f_size)."""
 
+    @abstractmethod
     def _matmat(self, V: np.ndarray, order: str) -> np.ndarray:
-        raise NotImplementedError
+        """tovec(order) @ V for V (prod(W_shape), K)."""
 
+    @abstractmethod
     def _rmatmat(self, U: np.ndarray, order: str) -> np.ndarray:
-        raise NotImplementedError
+        """tovec(order)^H @ U for U (S*f_size, K)."""
 
-    def _left(self, M: Any, dtype: np.dtype) -> Jacobian:
-        raise NotImplementedError
+    @abstractmethod
+    def _left(self, M: Factor, dtype: np.dtype) -> Jacobian:
+        """The Jacobian of M @ f, in dtype."""
 
 
 def assemble(cls: type, shape: tuple[int, int], data: np.ndarray, indices: np.ndarray, indptr: np.ndarray) -> Any:

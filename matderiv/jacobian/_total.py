@@ -6,11 +6,11 @@ from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
-from numpy.typing import ArrayLike
 
 from .. import _validation as v
 from ._base import Jacobian, assemble, assemble_coo
-from ._kronecker import Factor, KroneckerJacobian, StructuredJacobian, structured
+from ._factor import Factor, Temp
+from ._kronecker import KroneckerJacobian, StructuredJacobian
 
 
 class TotalJacobian(Jacobian):
@@ -23,12 +23,15 @@ class TotalJacobian(Jacobian):
     term. J.left(M) is the same sum with M applied to both terms: M (x) ... and (M @ W) dx/dW.
     """
 
+    n: int  # W's shape (n, m); f has base.f_shape: (n,), or (r,) after left
+    m: int
+    convention = "Wx"
+
     def __init__(self, base: KroneckerJacobian, W: np.ndarray, dx: np.ndarray | Jacobian):
         self._base = base  # d(W @ x)/dW with x held fixed, possibly left-multiplied
         self._W = W  # (r, m): W, or M @ W after left(M)
         self._dx = dx  # (m, n, m) array, or a Jacobian of x with respect to W
-        self.n, self.m = base.W_shape  # W's shape (f has base.f_shape: (n,), or (r,) after left)
-        self.convention = "Wx"
+        self.n, self.m = base.W_shape
         self.dtype = W.dtype
         self._samples = 1
         self._batched = False
@@ -52,11 +55,12 @@ class TotalJacobian(Jacobian):
         dx = (self._dx,) if isinstance(self._dx, np.ndarray) else self._dx._inputs()
         return self._base._inputs() + (self._W,) + dx
 
-    def _scratch(self, sparse: bool = False) -> list[tuple[tuple[int, ...], np.dtype]]:
+    def _scratch(self, sparse: bool = False) -> list[Temp]:
         # dx/dW as an (m, n*m) matrix: an array may be transposed into F order, another
-        # kind of Jacobian is materialized; a structured one is never built
+        # kind of Jacobian is materialized; a structured one is never built. The first
+        # term is written by the dense kernel, for the sparse forms too.
         if isinstance(self._dx, StructuredJacobian):
-            return []
+            return self._base._scratch()
         return [((self._W.shape[1], math.prod(self.W_shape)), self.dtype)] + self._base._scratch()
 
     def _dx_vec(self, order: str) -> np.ndarray:
@@ -140,43 +144,3 @@ class TotalJacobian(Jacobian):
     def _left(self, M: Factor, dtype: np.dtype) -> TotalJacobian:
         W = np.ascontiguousarray(M.lmul(self._W.astype(dtype)[None, None])[0, 0])
         return TotalJacobian(self._base._left(M, dtype), W, self._dx)
-
-
-def jacobian_wx(
-    x: ArrayLike,
-    n: int,
-    *,
-    W: ArrayLike | None = None,
-    dx_dW: ArrayLike | Jacobian | None = None,
-) -> Jacobian:
-    """Jacobian of f(W) = W @ x with respect to W (n, m): D[i, a, b] = delta_ia * x_b.
-
-    x: (m,) or a batch (B, m); n: the number of rows of W.  Lazy: O(B*m) memory.
-    With W (n, m) and dx_dW (the (m, n, m) Jacobian of x = x(W), as an array or a
-    matderiv Jacobian), returns the total derivative delta_ia x_b + (W @ dx/dW)[i, a, b].
-    Inputs are copied (the Jacobian is taken at this point). Complex inputs are treated
-    as holomorphic: no conjugation.
-    """
-    base = structured(x, n, "Wx")
-    if W is None and dx_dW is None:
-        return base
-    if W is None or dx_dW is None:
-        missing = "W" if W is None else "dx_dW"
-        raise ValueError(f"{missing}: the dependent case needs both W and dx_dW, got only one")
-    if base._batched:
-        raise ValueError(f"x: the dependent case takes a single x of shape (m,), got shape {base.shape[:1] + (base.m,)}")
-    n, m = base.n, base.m
-    W_arr = v.as_array(W, "W", 2)
-    v.check_shape(W_arr, "W", (n, m))
-    if isinstance(dx_dW, Jacobian):
-        if dx_dW.shape != (m, n, m):
-            raise ValueError(f"dx_dW: expected a Jacobian of shape {(m, n, m)}, got shape {dx_dW.shape}")
-        dtype = np.result_type(base.dtype, v.common_dtype({"W": W_arr}), dx_dW.dtype)
-        dx: np.ndarray | Jacobian = dx_dW
-    else:
-        dx_arr = v.as_array(dx_dW, "dx_dW", 3)
-        v.check_shape(dx_arr, "dx_dW", (m, n, m))
-        dtype = np.result_type(base.dtype, v.common_dtype({"W": W_arr, "dx_dW": dx_arr}))
-        dx = v.owned(dx_arr, dtype)
-    base = StructuredJacobian(v.contiguous(base._x, dtype), n, "Wx", False)
-    return TotalJacobian(base, v.owned(W_arr, dtype), dx)
