@@ -6,6 +6,8 @@ so a test compares the library against the textbook formula, not against itself.
 """
 from __future__ import annotations
 
+import tracemalloc
+
 import numpy as np
 import pytest
 
@@ -40,6 +42,16 @@ def assert_close(actual, expected, dtype) -> None:
     rtol = rtol_for(dtype)
     scale = max(1.0, float(np.max(np.abs(expected), initial=0.0)))
     np.testing.assert_allclose(actual, expected, rtol=rtol, atol=rtol * scale)
+
+
+def peak_bytes(fn) -> int:
+    """The peak of Python-visible allocations (numpy's included) while fn() runs."""
+    tracemalloc.start()
+    try:
+        fn()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
 
 
 def forced_norms(X, G, bias: bool, route) -> np.ndarray:

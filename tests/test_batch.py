@@ -4,27 +4,18 @@ conversions, the norms with their non-finite fix-up, and the moments behind the 
 References are plain numpy (einsum, loops) and exact rational arithmetic (fractions)."""
 from __future__ import annotations
 
-import tracemalloc
 from fractions import Fraction
 
 import numpy as np
 import pytest
 
 import matderiv as md
+from conftest import peak_bytes
 from matderiv import _batch
 
 
 def _batch_of(X, G):
     return _batch.Inputs(X, G).load([], what="test")
-
-
-def _peak(fn) -> int:
-    tracemalloc.start()
-    try:
-        fn()
-        return tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
 
 
 # --- inputs: counted before copied ---------------------------------------------------------
@@ -45,7 +36,7 @@ def test_zero_stride_inputs_are_counted_before_they_are_copied():
     B = np.broadcast_to(1.0, (2**15, 2**10))
     with pytest.raises(md.OutputTooLargeError, match=r"per_sample_grads: the output .* and copies of the inputs"):
         md.per_sample_grads(B, B, max_bytes=0)
-    assert _peak(lambda: pytest.raises(md.OutputTooLargeError, md.per_sample_grads, B, B, max_bytes=0)) < 2**20
+    assert peak_bytes(lambda: pytest.raises(md.OutputTooLargeError, md.per_sample_grads, B, B, max_bytes=0)) < 2**20
     huge = np.broadcast_to(1.0, (2**40, 2))  # 16 TiB once copied; per_sample_grad_norms has no max_bytes
     with pytest.raises(md.OutputTooLargeError, match=r"per_sample_grad_norms: .* copies of the inputs \(1099511627776, 2\)"):
         md.per_sample_grad_norms(huge, huge)

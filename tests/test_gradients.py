@@ -5,8 +5,6 @@ compared with the per-dtype RTOL table of conftest.py.
 """
 from __future__ import annotations
 
-import tracemalloc
-
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -14,7 +12,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import matderiv as md
-from conftest import CONVENTIONS, REAL_DTYPES, assert_close, forced_norms, rtol_for
+from conftest import CONVENTIONS, REAL_DTYPES, assert_close, forced_norms, peak_bytes, rtol_for
 from matderiv import _batch
 
 DTYPES = REAL_DTYPES  # gradients are real-only
@@ -238,24 +236,15 @@ def test_gram_route_clamps_cancelling_round_off():
     assert (forced_norms(X, G, False, "materialize") <= 1e-15 * scale).all()
 
 
-def _peak_bytes(fn):
-    tracemalloc.start()
-    try:
-        fn()
-        return tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
-
-
 def test_norms_and_clipping_do_not_materialize(monkeypatch):
     """Peak memory stays O(inputs + n*m): far below the B*n*m per-sample gradients."""
     X, G = data(2, b=64, n=300, m=200)  # per-sample gradients: 30.7 MB
     inputs = X.nbytes + G.nbytes
-    assert _peak_bytes(lambda: md.per_sample_grad_norms(X, G, bias=True)) < inputs
-    assert _peak_bytes(lambda: md.clip_and_sum(X, G, 1.0, bias=True)) < 2 * inputs + 300 * 200 * 8
+    assert peak_bytes(lambda: md.per_sample_grad_norms(X, G, bias=True)) < inputs
+    assert peak_bytes(lambda: md.clip_and_sum(X, G, 1.0, bias=True)) < 2 * inputs + 300 * 200 * 8
     X, G = data(3, b=16, t=40, n=300, m=200)  # materialize route, 7.7 MB of gradients
     monkeypatch.setattr(_batch, "BLOCK_BYTES", 2 * 300 * 200 * 8)  # two samples per block
-    peak = _peak_bytes(lambda: forced_norms(X, G, False, "materialize"))
+    peak = peak_bytes(lambda: forced_norms(X, G, False, "materialize"))
     assert peak < 3 * 300 * 200 * 8
 
 
@@ -359,7 +348,7 @@ def test_thread_count_invariance(ndim):
             np.testing.assert_array_equal(got, want)
 
 
-def _layouts(A):
+def layouts(A):
     """Views of the same values: Fortran order, strided, negative stride, read-only,
     byte-swapped, broadcast."""
     fortran = np.asfortranarray(A)
@@ -383,7 +372,7 @@ def _layouts(A):
 def test_layout_invariance(ndim, which):
     X, G = data(ndim)
     ref = _all_results(X, G)
-    for Xv, Gv in [(_layouts(X)[which], G), (X, _layouts(G)[which]), (_layouts(X)[which], _layouts(G)[which])]:
+    for Xv, Gv in [(layouts(X)[which], G), (X, layouts(G)[which]), (layouts(X)[which], layouts(G)[which])]:
         np.testing.assert_array_equal(Xv, X)
         for got, want in zip(_all_results(Xv, Gv), ref):
             np.testing.assert_array_equal(got, want)
@@ -703,8 +692,8 @@ def test_float32_norms_accumulate_in_float64_without_a_float64_copy(monkeypatch,
     _, norms = md.clip_and_sum(X, G, 1.0)
     np.testing.assert_allclose(norms, ref_norms(X, G).astype(np.float32), rtol=2e-7)
     inputs = X.nbytes + G.nbytes
-    assert _peak_bytes(lambda: md.per_sample_grad_norms(X, G, bias=True)) < inputs / 4
-    assert _peak_bytes(lambda: md.clip_and_sum(X, G, 1.0)) < inputs + 40 * 50 * 4 + 2048 * 8 * 3
+    assert peak_bytes(lambda: md.per_sample_grad_norms(X, G, bias=True)) < inputs / 4
+    assert peak_bytes(lambda: md.clip_and_sum(X, G, 1.0)) < inputs + 40 * 50 * 4 + 2048 * 8 * 3
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

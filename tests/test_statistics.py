@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 import matderiv as md
-from conftest import CONVENTIONS, REAL_DTYPES, assert_close, forced_dots
+from conftest import CONVENTIONS, REAL_DTYPES, assert_close, forced_dots, peak_bytes
 from matderiv import _batch, statistics
-from test_gradients import _layouts, _peak_bytes, data, ref_grads, ref_norms
+from test_gradients import layouts, data, ref_grads, ref_norms
 
 B, T, N, M = 5, 4, 3, 6
 ROUTES = ["gram", "materialize"]
@@ -273,7 +273,7 @@ def test_layout_invariance(ndim, which):
 
     def view(A):
         if which != "misaligned":
-            return _layouts(A)[which]
+            return layouts(A)[which]
         raw = np.zeros(A.nbytes + 1, np.uint8)[1:].view(A.dtype).reshape(A.shape)  # offset by one byte
         raw[...] = A
         return raw
@@ -316,17 +316,17 @@ def test_statistics_do_not_materialize(monkeypatch):
     """Peak memory stays O(inputs + outputs), far below the B n m per-sample gradients."""
     X, G = data(2, b=64, n=300, m=200)  # per-sample gradients: 30.7 MB
     budget = 4 * (X.nbytes + G.nbytes) + 2 * 300 * 200 * 8
-    assert _peak_bytes(lambda: md.sum_grad_squared(X, G, bias=True)) < budget
+    assert peak_bytes(lambda: md.sum_grad_squared(X, G, bias=True)) < budget
     # the shifted variance: three (n, m) float64 sums (G^T w and (G*u)^T w as one (2n, m)
     # GEMM, (G*G)^T (w*w)), one (n, m) temporary, the result
-    assert _peak_bytes(lambda: md.grad_variance(X, G, bias=True)) < budget + 4 * 300 * 200 * 8
-    assert _peak_bytes(lambda: md.per_sample_grad_dots(X, G, bias=True, normalize=True)) < budget
+    assert peak_bytes(lambda: md.grad_variance(X, G, bias=True)) < budget + 4 * 300 * 200 * 8
+    assert peak_bytes(lambda: md.per_sample_grad_dots(X, G, bias=True, normalize=True)) < budget
     X, G = data(3, b=64, t=10, n=300, m=200)  # 30.7 MB of per-sample gradients
     monkeypatch.setattr(_batch, "BLOCK_BYTES", 2 * 300 * 200 * 8)  # two samples per block
     one = 300 * 200 * 8  # one (n, m) float64 array
-    assert _peak_bytes(lambda: md.sum_grad_squared(X, G)) < 5 * one
-    assert _peak_bytes(lambda: md.grad_variance(X, G)) < 10 * one  # block, mean, spread, deltas
-    peak = _peak_bytes(lambda: forced_dots(X, G, X, G, True, False, "materialize"))
+    assert peak_bytes(lambda: md.sum_grad_squared(X, G)) < 5 * one
+    assert peak_bytes(lambda: md.grad_variance(X, G)) < 10 * one  # block, mean, spread, deltas
+    peak = peak_bytes(lambda: forced_dots(X, G, X, G, True, False, "materialize"))
     assert peak < 5 * one
 
 
