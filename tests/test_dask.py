@@ -258,6 +258,30 @@ def test_numpy_inputs_take_the_in_memory_path(monkeypatch):
     assert type(md.clip_and_sum(X.tolist(), G, 1.0)[0]) is np.ndarray
 
 
+def test_dask_inputs_load_the_plugin_on_first_use():
+    """md.<function> on a dask array imports matderiv.dask itself (the user never does),
+    which registers its implementations; the result is lazy and right."""
+    import subprocess
+
+    code = (
+        "import sys, dask.array as da, matderiv as md\n"
+        "assert 'matderiv.dask' not in sys.modules\n"
+        "lazy = md.batch_grad(da.ones((4, 3), chunks=2), da.ones((4, 2), chunks=2))\n"
+        "assert 'matderiv.dask' in sys.modules and type(lazy).__module__.startswith('dask')\n"
+        "assert (lazy.compute() == 4).all() and lazy.shape == (2, 3)\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_dispatch_calls_the_registered_implementation(monkeypatch):
+    """The dispatcher looks implementations up by the public function object, not by name."""
+    calls = []
+    monkeypatch.setitem(_dispatch._implementations, md.clip_and_sum, lambda *args, **kw: calls.append(kw) or "lazy")
+    assert md.clip_and_sum(da.ones((2, 2)), np.ones((2, 3)), 1.0, bias=True) == "lazy"
+    assert calls == [{"bias": True}]
+    assert type(md.clip_and_sum(np.ones((2, 2)), np.ones((2, 3)), 1.0)[0]) is np.ndarray
+
+
 def test_core_never_imports_dask():
     import subprocess
 
