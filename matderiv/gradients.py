@@ -165,7 +165,9 @@ def per_sample_grad_norms(
     The cheaper by these counts is taken: Gram when T^2 (n + m + 1) < (T + 1) n m,
     roughly when T < n m / (n + m).  The Gram sum can cancel: a gradient whose steps
     nearly cancel gets a norm accurate to about sqrt(eps) * ||G[b]|| ||X[b]||
-    (negative round-off is clamped to 0).  Every dot product accumulates in float64,
+    (negative round-off is clamped to 0), and as both routes form squared norms, a float64
+    norm below about 1e-154 carries an absolute error of about 1e-162 (2-D norms are
+    accurate over double's whole range).  Every dot product accumulates in float64,
     also for float32 inputs; n_threads threads.  Where an input is not finite, a norm is
     that of the materialized gradient: NaN where an entry of g_b is NaN (0 * inf
     included), else inf where one is infinite.

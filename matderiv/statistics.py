@@ -108,6 +108,9 @@ def grad_variance(
     inputs converted a block of samples at a time, never copied whole).
     3-D: per-sample gradients in blocks, each block centred on its own mean and merged
     with Chan's pairwise update in float64 (no cancellation at all).
+    Rounding errors are about eps * sum_b (|G_b| |X_b - c| + |G_b - a| |c|)^2 / (B - ddof)
+    per entry (3-D: sums over the steps inside): small next to the variance when the mean
+    dominates, and next to sum_b |g_b|^2 when it does not.
     bias=True returns (vW, vb) with vb the variance of db_b, shape (n,), two-pass in float64.
     ddof: a non-negative int; B <= ddof divides by 0 as np.var does (B = 0 gives NaN).
     """

@@ -10,6 +10,32 @@ import tracemalloc
 
 import numpy as np
 import pytest
+from hypothesis import settings
+
+# --- hypothesis profiles ----------------------------------------------------------------
+# Two ways to run the suite:
+#
+#   python -m pytest -q
+#       CI and the README command: profile "ci" (loaded below for every run). Derandomized:
+#       every run of a command draws the same examples, whatever the machine or earlier
+#       runs; no example database, so no saved failure replays (Hypothesis still caches
+#       the constants it reads from the source, and patches for failures, in the
+#       git-ignored .hypothesis/: neither changes what is drawn); --hypothesis-seed has no
+#       effect under it.
+#
+#   python -m pytest -q --hypothesis-profile=explore [--hypothesis-seed=K] [tests/test_properties.py]
+#       development: new random examples on every run (or those of seed K); failures are
+#       saved in .hypothesis/ (git-ignored) and replayed first by later explore runs (not
+#       with --hypothesis-seed, which neither reads nor writes the database). A failure
+#       prints the seed or a @reproduce_failure blob (print_blob) to replay it.
+#
+# The tests' own @settings(...) give max_examples (and health checks) only and inherit
+# the rest from the profile loaded here (the plugin loads --hypothesis-profile before
+# any test module is imported).
+settings.register_profile("ci", derandomize=True, database=None, deadline=None, print_blob=True)
+settings.register_profile("explore", derandomize=False, deadline=None, print_blob=True)  # default database
+settings.load_profile("ci")
+# ------------------------------------------------------------------------------------------
 
 from matderiv import _batch, statistics
 
@@ -66,6 +92,24 @@ def forced_dots(X, G, X2, G2, same: bool, bias: bool, route) -> np.ndarray:
     dtype = np.result_type(X, G, X2, G2)
     b, b2 = (_batch.Inputs(*pair).coerce(dtype) for pair in ((X, G), (X2, G2)))
     return statistics.grad_dots(b, b2, same, bias, route)
+
+
+def stable_norms(a, axis) -> np.ndarray:
+    """Euclidean norms of `a` over `axis` (an int or a tuple) in float64, without the
+    underflow (or overflow) of a naive sum of squares: s * sqrt(sum((a / s)^2)) with
+    s = max |a|, so that no square that matters underflows (the largest scaled entry is 1).
+    NaN where any entry is NaN, else inf where any is infinite; 0 over no entries."""
+    a = np.abs(np.asarray(a, dtype=np.float64))
+    with np.errstate(invalid="ignore"):
+        s = np.max(a, axis=axis, initial=0.0, keepdims=True)
+    finite = np.isfinite(s) & (s > 0)
+    safe = np.where(finite, s, 1.0)
+    with np.errstate(invalid="ignore", over="ignore"):
+        scaled = np.where(np.isfinite(a), a / safe, 0.0)
+        norms = np.where(finite, s, 0.0) * np.sqrt(np.square(scaled).sum(axis=axis, keepdims=True))
+    norms = np.where(np.isinf(a).any(axis=axis, keepdims=True), np.inf, norms)
+    norms = np.where(np.isnan(a).any(axis=axis, keepdims=True), np.nan, norms)
+    return np.squeeze(norms, axis=axis)
 
 
 def random_array(rng: np.random.Generator, shape, dtype, *, zeros: bool = True) -> np.ndarray:
