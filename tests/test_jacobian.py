@@ -729,7 +729,9 @@ def test_dependent_out_and_memory_guard(rng, layout):
     Wv = buf[: n * m].reshape(n, m)
     Wv[...] = W
     Jv = md.jacobian_wx(x, n, W=Wv, dx_dW=Jx)
-    assert Jv.toarray("numerator", out=buf.reshape(n, n, m)) is not None
+    out = buf.reshape(n, n, m)
+    assert Jv.toarray("numerator", out=out) is out
+    assert np.array_equal(out, J.toarray("numerator"))  # the caller's W was overwritten, not Jv's
     assert np.array_equal(Jv.toarray("numerator"), J.toarray("numerator"))
     for call in (lambda: J.toarray(layout, max_bytes=8), lambda: J.tovec(max_bytes=8),
                  lambda: J.tosparse("coo", max_bytes=8), lambda: J.vjp(v, max_bytes=8)):

@@ -309,9 +309,11 @@ def test_out_overlapping_an_input(convention):
     J = make_jac(x, n, convention)  # x is copied: J is the Jacobian at this x
     shape = J.toarray().shape
     expected = J.toarray()
-    assert J.toarray(out=buf.reshape(shape)) is not None  # overwrites the caller's x, not J's
+    out = buf.reshape(shape)
+    assert J.toarray(out=out) is out and np.array_equal(out, expected)  # overwrites the caller's x, not J's
     assert np.array_equal(J.toarray(), expected)
-    assert J.tovec(out=buf.reshape(n, n * m)) is not None
+    out = buf.reshape(n, n * m)
+    assert J.tovec(out=out) is out and np.array_equal(out, J.tovec())
     assert np.array_equal(J.toarray(), expected)
     J = make_jac(np.ones(m), n, convention)
     vbuf = np.zeros(n * m)
