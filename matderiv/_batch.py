@@ -316,6 +316,8 @@ def moments(b: Batch, bias: bool) -> Moments:
     per-sample gradients merged with Chan's update.  B = 0: zeros."""
     a = rows(b.G).mean(axis=0, dtype=np.float64) if b.B * b.T else np.zeros(b.n)
     c = rows(b.X).mean(axis=0, dtype=np.float64) if b.B * b.T else np.zeros(b.m)
+    if b.ndim == 3:  # the shift of X is applied in the inputs' dtype there: representable in it
+        c = c.astype(b.dtype).astype(np.float64)
     if b.B == 0:
         zeros = [np.zeros((b.n, b.m)), np.zeros((b.n, b.m))] + ([np.zeros(b.n), np.zeros(b.n)] if bias else [])
         return Moments(0, b.T, a, c, *zeros)
@@ -325,7 +327,7 @@ def moments(b: Batch, bias: bool) -> Moments:
             np.multiply(m2, 0.0, out=m2)
         if not bias:
             return Moments(b.B, b.T, a, c, mean, m2)
-        du = b.bias_grads().astype(np.float64) - b.T * a  # db_b - T a, two-pass
+        du = (b.G - a).sum(axis=1) if b.ndim == 3 else b.G - a  # db_b - T a, each G_bt - a first
         du_mean = du.mean(axis=0)
         return Moments(b.B, b.T, a, c, mean, m2, du_mean, np.square(du - du_mean).sum(axis=0))
 
@@ -334,24 +336,25 @@ def _shifted_moments(b: Batch, a: np.ndarray, c: np.ndarray) -> tuple[np.ndarray
     """2-D: with w = X - c and u = G - a, the shifted gradients h_b = g_b - a (x) c =
     G_b (x) w_b + u_b (x) c have g's spread and a small mean, so M2 = sum h^2 - (sum h)^2 / B
     cancels only what the spread itself does.  sum h = G^T w + (sum u) (x) c and sum h^2 =
-    (G*G)^T (w*w) + 2 c * ((G*u)^T w) + (sum u^2) (x) c^2: two GEMMs (G^T w and (G*u)^T w
-    as one), float64 blocks.  Returns (mean of h, M2)."""
+    (G*G)^T (w*w) + 2 c * ((G*u)^T w) + (sum u^2) (x) c^2: three GEMMs.  Returns (mean of
+    h, M2)."""
     B, n, m = b.B, b.n, b.m
-    lin = sq = None  # [G^T w; (G*u)^T w] (2n, m) and (G*G)^T (w*w) (n, m)
+    lin, cross, sq = np.zeros((n, m)), np.zeros((n, m)), np.zeros((n, m))  # G^T w, (G*u)^T w, (G*G)^T (w*w)
     su, suu = np.zeros(n), np.zeros(n)
-    for lo, part in float64_blocks(b, 8 * (4 * n + 2 * m)):
+    # float64 inputs in one block: the temporaries (w, u) are the inputs' size, and one GEMM
+    # over all samples each is what makes it fast; float32 is converted a block at a time
+    per_sample = 0 if b.dtype == np.float64 else 8 * (2 * n + 2 * m)
+    for _, part in float64_blocks(b, per_sample):
         w, u = part.X - c, part.G - a
-        pair = np.empty((part.B, 2 * n))
-        pair[:, :n] = part.G
-        np.multiply(part.G, u, out=pair[:, n:])
-        block_lin, block_sq = pair.T @ w, np.square(part.G).T @ np.square(w, out=w)
-        lin, sq = (block_lin, block_sq) if lo == 0 else (np.add(lin, block_lin, out=lin), np.add(sq, block_sq, out=sq))
         su += u.sum(axis=0)
-        suu += np.square(u).sum(axis=0)
-    # in place, with one (n, m) temporary: h_sum = G^T w + su (x) c in lin[:n];
+        suu += np.einsum("bn,bn->n", u, u)
+        lin += part.G.T @ w
+        cross += np.multiply(u, part.G, out=u).T @ w
+        sq += np.square(part.G, out=u).T @ np.square(w, out=w)
+    # in place, with one (n, m) temporary: h_sum = G^T w + su (x) c in lin;
     # h_sq = sq + 2 c * (G*u)^T w + suu (x) c^2 in sq; M2 = h_sq - h_sum^2 / B in sq
     tmp = np.empty((n, m))
-    h_sum, cross = lin[:n], lin[n:]
+    h_sum = lin
     h_sum += np.outer(su, c, out=tmp)
     cross *= 2 * c
     sq += cross
@@ -365,20 +368,25 @@ def _shifted_moments(b: Batch, a: np.ndarray, c: np.ndarray) -> tuple[np.ndarray
 
 
 def _chan_moments(b: Batch, a: np.ndarray, c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """3-D: the shifted gradients h_b = g_b - T a (x) c = G_b^T (X_b - c) + (sum_t (G_bt - a)) (x) c
-    in blocks, each block centred on its own mean and merged with Chan's update in float64
-    (no cancellation at all).  Returns (mean of h, M2)."""
+    """3-D: the shifted gradients h_b = g_b - T a (x) c = sum_t G_bt (x) (X_bt - c) + s_b (x) c,
+    s_b = sum_t (G_bt - a), as one batched product over T + 1 steps (the last step holds s_b
+    and c), in blocks in the inputs' dtype; each block centred on its own mean and merged
+    with Chan's update in float64 (no cancellation at all).  c must be representable in
+    the inputs' dtype.  Returns (mean of h, M2)."""
+    B, T, n, m, dt = b.B, b.T, b.n, b.m, b.dtype
+    step = block_rows(dt.itemsize * ((T + 1) * (n + m) + n * m), B)
+    Gx, Wx = np.empty((step, T + 1, n), dt), np.empty((step, T + 1, m), dt)
+    hw = np.empty((step, n, m), dt)
     mean = m2 = None
-    count = 0
-    for _, part in float64_blocks(b, 8 * (2 * b.n * b.m + 2 * b.T * (b.n + b.m))):
-        hw = grads(Batch(part.X - c, part.G))
-        hw += (part.G - a).sum(axis=1)[:, :, None] * c
-        block_mean = hw.mean(axis=0)
-        hw -= block_mean
-        block_m2 = np.square(hw, out=hw).sum(axis=0)
-        if count:
-            mean, m2 = _chan(mean, m2, block_mean, block_m2, count, part.B)
-        else:
-            mean, m2 = block_mean, block_m2
-        count += part.B
+    for lo in range(0, B, step):
+        k = min(step, B - lo)
+        Gx[:k, :T] = b.G[lo : lo + k]
+        Gx[:k, T] = (b.G[lo : lo + k] - a).sum(axis=1)  # each G_bt - a exact where G_bt is near a
+        np.subtract(b.X[lo : lo + k], c, out=Wx[:k, :T], casting="same_kind")
+        Wx[:k, T] = c
+        h = np.matmul(Gx[:k].transpose(0, 2, 1), Wx[:k], out=hw[:k])
+        block_mean = h.mean(axis=0, dtype=np.float64)
+        np.subtract(h, block_mean, out=h, casting="same_kind")
+        block_m2 = np.square(h, out=h).sum(axis=0, dtype=np.float64)
+        mean, m2 = (block_mean, block_m2) if lo == 0 else _chan(mean, m2, block_mean, block_m2, lo, k)
     return mean, m2

@@ -97,14 +97,16 @@ def test_float64_norms_are_accurate_where_the_squares_leave_double_range(scale):
 
 # --- moments -------------------------------------------------------------------------------
 def _exact_var(X, G, ddof=0):
-    """np.var of the per-sample gradients G[b] (x) X[b] in exact rational arithmetic."""
-    Xf = [[Fraction(float(x)) for x in row] for row in X]
-    Gf = [[Fraction(float(g)) for g in row] for row in G]
-    B, n, m = len(X), len(G[0]), len(X[0])
+    """np.var of the per-sample gradients sum_t G[b, t] (x) X[b, t] (2-D: G[b] (x) X[b]) in
+    exact rational arithmetic."""
+    X3, G3 = (np.asarray(A, np.float64).reshape(len(A), -1, A.shape[-1]) for A in (X, G))
+    Xf = [[[Fraction(float(x)) for x in step] for step in sample] for sample in X3]
+    Gf = [[[Fraction(float(g)) for g in step] for step in sample] for sample in G3]
+    B, T, n, m = X3.shape[0], X3.shape[1], G3.shape[2], X3.shape[2]
     out = np.empty((n, m))
     for i in range(n):
         for j in range(m):
-            vals = [Gf[b][i] * Xf[b][j] for b in range(B)]
+            vals = [sum(Gf[b][t][i] * Xf[b][t][j] for t in range(T)) for b in range(B)]
             mean = sum(vals) / B
             out[i, j] = float(sum((val - mean) ** 2 for val in vals) / (B - ddof))
     return out
@@ -125,6 +127,20 @@ def test_grad_variance_2d_when_the_mean_dominates(ratio, ddof):
     moments = _batch.moments(_batch_of(X, G), bias=False)
     assert moments.count == 64
     np.testing.assert_allclose(moments.grad_mean(), np.einsum("bn,bm->nm", G, X) / 64, rtol=1e-14)
+
+
+@pytest.mark.parametrize("ratio", [1e3, 1e6, 1e9])
+@pytest.mark.parametrize("dtype, rtol", [(np.float64, 1e-8), (np.float32, 1e-4)])
+def test_grad_variance_3d_when_the_mean_dominates(monkeypatch, ratio, dtype, rtol):
+    """Sequences: per-sample gradients shifted by T a (x) c, in blocks merged with Chan's
+    update (three samples a block here)."""
+    if dtype == np.float32 and ratio > 1e3:
+        pytest.skip("float32 keeps 1e-4 up to mean/spread 1e3")
+    rng = np.random.default_rng(15)
+    X = (ratio + rng.standard_normal((20, 3, 3))).astype(dtype)
+    G = (ratio + rng.standard_normal((20, 3, 2))).astype(dtype)
+    monkeypatch.setattr(_batch, "BLOCK_BYTES", 3 * dtype().itemsize * (4 * 5 + 6))
+    np.testing.assert_allclose(md.grad_variance(X, G, ddof=1), _exact_var(X, G, ddof=1), rtol=rtol)
 
 
 @pytest.mark.parametrize("ratio", [1.0, 1e2, 1e3])
