@@ -297,17 +297,25 @@ class Moments(NamedTuple):
         with np.errstate(invalid="ignore", over="ignore"):
             da, dc = other.a - self.a, other.c - self.c
             shift = self.steps * (np.outer(other.a, dc) + np.outer(da, self.c))
-            merged = [_chan(self.mean, self.m2, other.mean + shift, other.m2, self.count, k)]
+            merged = [_chan(self.mean, self.m2, other.mean + shift, other.m2.copy(), self.count, k)]
             if self.bias_mean is not None:
-                merged.append(_chan(self.bias_mean, self.bias_m2, other.bias_mean + self.steps * da, other.bias_m2,
+                merged.append(_chan(self.bias_mean, self.bias_m2, other.bias_mean + self.steps * da, other.bias_m2.copy(),
                                     self.count, k))
         return Moments(total, self.steps, self.a, self.c, *(x for pair in merged for x in pair))
 
 
 def _chan(mean: np.ndarray, m2: np.ndarray, mean2: np.ndarray, m2b: np.ndarray, n1: int, n2: int) -> tuple:
-    delta = mean2 - mean
+    """The merged (mean, M2) of partials of n1 and n2 samples, written over mean2 and m2b
+    (the caller's own arrays) with one temporary."""
     total = n1 + n2
-    return mean + delta * (n2 / total), m2 + m2b + np.square(delta) * (n1 * n2 / total)
+    delta = np.subtract(mean2, mean, out=mean2)
+    m2b += m2
+    spread = np.square(delta)
+    spread *= n1 * n2 / total
+    m2b += spread
+    delta *= n2 / total
+    delta += mean
+    return delta, m2b
 
 
 def moments(b: Batch, bias: bool) -> Moments:
