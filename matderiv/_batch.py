@@ -347,18 +347,18 @@ def _shifted_moments(b: Batch, a: np.ndarray, c: np.ndarray) -> tuple[np.ndarray
     (G*G)^T (w*w) + 2 c * ((G*u)^T w) + (sum u^2) (x) c^2: three GEMMs.  Returns (mean of
     h, M2)."""
     B, n, m = b.B, b.n, b.m
-    lin, cross, sq = np.zeros((n, m)), np.zeros((n, m)), np.zeros((n, m))  # G^T w, (G*u)^T w, (G*G)^T (w*w)
+    lin, cross, sq = np.empty((n, m)), np.empty((n, m)), np.empty((n, m))  # G^T w, (G*u)^T w, (G*G)^T (w*w)
     su, suu = np.zeros(n), np.zeros(n)
     # float64 inputs in one block: the temporaries (w, u) are the inputs' size, and one GEMM
     # over all samples each is what makes it fast; float32 is converted a block at a time
     per_sample = 0 if b.dtype == np.float64 else 8 * (2 * n + 2 * m)
-    for _, part in float64_blocks(b, per_sample):
+    for lo, part in float64_blocks(b, per_sample):
         w, u = part.X - c, part.G - a
         su += u.sum(axis=0)
         suu += np.einsum("bn,bn->n", u, u)
-        lin += part.G.T @ w
-        cross += np.multiply(u, part.G, out=u).T @ w
-        sq += np.square(part.G, out=u).T @ np.square(w, out=w)
+        _gemm_into(lin, part.G, w, lo)
+        _gemm_into(cross, np.multiply(u, part.G, out=u), w, lo)
+        _gemm_into(sq, np.square(part.G, out=u), np.square(w, out=w), lo)
     # in place, with one (n, m) temporary: h_sum = G^T w + su (x) c in lin;
     # h_sq = sq + 2 c * (G*u)^T w + suu (x) c^2 in sq; M2 = h_sq - h_sum^2 / B in sq
     tmp = np.empty((n, m))
@@ -373,6 +373,14 @@ def _shifted_moments(b: Batch, a: np.ndarray, c: np.ndarray) -> tuple[np.ndarray
     np.maximum(m2, 0.0, out=m2)  # round-off of the subtraction; NaN stays NaN
     h_sum /= B
     return h_sum, m2
+
+
+def _gemm_into(acc: np.ndarray, A: np.ndarray, C: np.ndarray, lo: int) -> None:
+    """acc = A^T C for the first block (lo = 0), acc += A^T C for later ones."""
+    if lo == 0:
+        np.matmul(A.T, C, out=acc)
+    else:
+        acc += A.T @ C
 
 
 def _chan_moments(b: Batch, a: np.ndarray, c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
