@@ -105,12 +105,13 @@ def _machine() -> str:
 
 def bench(quick: bool = False, file: TextIO = sys.stdout) -> None:
     """Time every kernel against the numpy/scipy ways and the write-once floor, in one run."""
-    from ._bench import all_rows
+    from ._bench import all_rows, print_routes
     from ._bench.timing import print_table
 
     print(f"matderiv {md.__version__} bench{' --quick' if quick else ''} on {_machine()}", file=file)
     print("speedup = reference time / matderiv time; /floor = matderiv time / write-once floor\n", file=file)
     print_table(all_rows(quick), file)
+    print_routes(quick, file)
 
 
 def _positive(text: str) -> int:

@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import math
 import os
+import time
 
 import numpy as np
 
 from . import _validation as v
 
-__all__ = ["OutputTooLargeError", "available_bytes", "check_output_bytes", "memory_limit"]
+__all__ = ["OutputTooLargeError", "available_bytes", "check_output_bytes", "memory_limit", "temporaries_budget"]
 
 
 class OutputTooLargeError(MemoryError):
@@ -201,3 +202,32 @@ def _describe(parts: list[tuple[tuple[int, ...], np.dtype]]) -> str:
 #: the values instead of writing the zeros a second time. Smaller outputs are zeroed by
 #: the kernel, in parallel. (Read by matderiv.jacobian when it allocates an output.)
 FRESH_ZEROS_BYTES = 32 * 2**20
+
+
+#: A call's temporaries (blocks of per-sample gradients, Gram blocks, float64 conversions)
+#: may use this share of the memory limit in effect (memory_limit) ...
+TEMPORARIES_SHARE = 1 / 8
+#: ... and never less than this (nor, below it, look the limit up: small work stays cheap).
+MIN_TEMPORARY_BYTES = 16 * 2**20
+#: Where no memory limit can be read.
+DEFAULT_TEMPORARY_BYTES = 2**30
+#: The limit is read for the budget at most once a second (a read costs about 0.3 ms).
+_LIMIT_SECONDS = 1.0
+_limit_seen: tuple[float, int | None] = (-math.inf, None)
+
+
+def temporaries_budget(max_bytes: int | None, committed: int) -> int:
+    """Bytes of temporaries a call may use: with max_bytes, what it leaves once the call's
+    outputs and input copies (`committed` bytes) are counted; else TEMPORARIES_SHARE of the
+    memory limit in effect (read at most once a second), at least MIN_TEMPORARY_BYTES."""
+    global _limit_seen
+    if max_bytes is not None:
+        return max(0, int(max_bytes) - committed)
+    seen_at, limit = _limit_seen
+    now = time.monotonic()
+    if now - seen_at > _LIMIT_SECONDS:
+        limit = memory_limit()[0]
+        _limit_seen = (now, limit)
+    if limit is None:
+        return DEFAULT_TEMPORARY_BYTES
+    return max(MIN_TEMPORARY_BYTES, int(limit * TEMPORARIES_SHARE))

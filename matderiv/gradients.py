@@ -210,14 +210,15 @@ def clip_and_sum(
     c_b = 1.  Returns (dW, norms) or (dW, db, norms); dW is (n, m) for "Wx" and (m, n)
     for "xW", norms the unclipped ||g_b||, shape (B,).
 
-    One pass over G and X that forms the norms, the factors and the scaled copy of the
-    narrower of G and X (2-D: one kernel; 3-D: the norms of per_sample_grad_norms, then
-    the scaling), and one GEMM with that copy (db is one GEMV): peak memory
-    O(B*T*(n + m) + n*m), no per-sample gradient is materialized.
-    Non-finite samples follow the arithmetic of c_b * g_b (they are not dropped): a
-    NaN norm gives c_b = NaN, which turns all of dW NaN; an infinite norm gives
-    c_b = 0, and 0 * inf = NaN where g_b is infinite.  max_norm must be a positive
-    finite number.  max_bytes bounds the outputs and the scaled copy of G or X.
+    2-D, and sequences short enough for the Gram route: one pass over G and X that forms
+    the norms, the factors and the scaled copy of the narrower of G and X (2-D one kernel,
+    3-D the Gram norms, then the scaling) and one GEMM with that copy (db is one GEMV):
+    memory O(B*T*(n + m) + n*m), no per-sample gradient formed.  Longer sequences: the
+    per-sample gradients in blocks (within the temporaries' budget), each block giving
+    its norms, factors and share of the sum, so that none is formed twice.
+    Non-finite samples follow the arithmetic of c_b * g_b (they are not dropped): a NaN
+    norm gives c_b = NaN, which turns all of dW NaN; an infinite norm gives c_b = 0, and
+    0 * inf = NaN where g_b is infinite.  max_bytes bounds the outputs and temporaries.
     """
     v.check_choice(convention, "convention", CONVENTIONS)
     clip = v.positive_float(max_norm, "max_norm")
@@ -225,21 +226,26 @@ def clip_and_sum(
     threads = v.n_threads_value(n_threads)
     inp = Inputs(X, G)
     B, n, m, dtype = inp.B, inp.n, inp.m, inp.dtype
+    materialize = inp.ndim == 3 and _batch.norm_route(inp.X.shape[1], n, m) == "materialize"
     scaled = inp.G.shape[:-1] + (min(n, m),)
-    parts = inp.parts(inp.w_shape(convention), bias) + [((B,), dtype), (scaled, dtype)]
+    parts = inp.parts(inp.w_shape(convention), bias) + [((B,), dtype)] + ([] if materialize else [(scaled, dtype)])
     b = inp.load(parts, what="clip_and_sum", max_bytes=max_bytes)
     # c_b g_b = (c_b G[b]) (x) X[b] = G[b] (x) (c_b X[b]): scale the narrower of the two
     scale_G = n <= m
     a, other = (b.G, b.X) if scale_G else (b.X, b.G)
     # non-finite inputs follow the arithmetic documented above, without warnings
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        if b.ndim == 2:
-            cb, norms64, factor = _clip_rows(b, scale_G, clip, bias, threads)
+        if materialize:
+            dW, norms64, factor = _clip_materialized(b, clip, bias)
+            dW = _batch.oriented(dW, convention, dtype)
         else:
-            norms64 = _batch.norms(b, bias, threads)
-            factor = _clip_factors(norms64, clip)
-            cb = a * factor.astype(dtype)[:, None, None]
-        dW = _batch.gemm(other, cb, convention) if scale_G else _batch.gemm(cb, other, convention)
+            if b.ndim == 2:
+                cb, norms64, factor = _clip_rows(b, scale_G, clip, bias, threads)
+            else:
+                norms64 = _batch.norms(b, bias, threads)
+                factor = _clip_factors(norms64, clip)
+                cb = a * factor.astype(dtype)[:, None, None]
+            dW = _batch.gemm(other, cb, convention) if scale_G else _batch.gemm(cb, other, convention)
         norms = norms64.astype(dtype)
         if not bias:
             return dW, norms
@@ -262,6 +268,24 @@ def _clip_rows(b: Batch, scale_G: bool, clip: float, bias: bool, threads: int) -
         factor[bad] = _clip_factors(norms[bad], clip)
         cb[bad] = a[bad] * factor[bad, None].astype(a.dtype)
     return cb, norms, factor
+
+
+def _clip_materialized(b: Batch, clip: float, bias: bool) -> tuple[np.ndarray, ...]:
+    """3-D where per-sample gradients are cheaper to form than the Gram sums: each block of
+    them gives its norms, factors and share of the clipped sum (one GEMV), so nothing is
+    formed twice.  Returns the "Wx" (n, m) sum in float64, the norms and the factors."""
+    acc, norms, factor = np.zeros(b.n * b.m), np.empty(b.B), np.empty(b.B)
+    db = b.bias_grads() if bias else None
+    for lo, gw in _batch.grad_blocks(b):
+        flat = gw.reshape(len(gw), -1)
+        rows = slice(lo, lo + len(flat))
+        sq = _batch.row_dots(flat, flat, 1)  # serial between BLAS calls
+        if db is not None:
+            sq += _batch.row_dots(db[rows], db[rows], 1)
+        norms[rows] = np.sqrt(sq)
+        factor[rows] = _clip_factors(norms[rows], clip)
+        acc += factor[rows].astype(b.dtype) @ flat  # NaN and 0 * inf as in c_b g_b
+    return acc.reshape(b.n, b.m), norms, factor
 
 
 def _clip_factors(norms: np.ndarray, clip: float) -> np.ndarray:

@@ -24,7 +24,7 @@ from typing import Literal, overload
 import numpy as np
 from numpy.typing import ArrayLike
 
-from . import _batch
+from . import _batch, _moments
 from . import _validation as v
 from ._batch import CONVENTIONS, ROUTES, Batch, Inputs
 from ._dispatch import dask_aware
@@ -119,11 +119,11 @@ def grad_variance(
     ddof = v.check_size(ddof, "ddof")
     inp = Inputs(X, G)
     b = inp.load(inp.parts(inp.w_shape(convention), bias), what="grad_variance", max_bytes=max_bytes)
-    moments = _batch.moments(b, bias)
-    vW = _batch.oriented(_batch.per_dof(moments.m2, b.B, ddof), convention, b.dtype)
+    moments = _moments.moments(b, bias)
+    vW = _batch.oriented(_moments.per_dof(moments.m2, b.B, ddof), convention, b.dtype)
     if not bias:
         return vW
-    return vW, _batch.per_dof(moments.bias_m2, b.B, ddof).astype(b.dtype)
+    return vW, _moments.per_dof(moments.bias_m2, b.B, ddof).astype(b.dtype)
 
 
 # --- gradient dot products --------------------------------------------------------------------
@@ -165,18 +165,18 @@ def per_sample_grad_dots(
     inp2 = inp if same else Inputs(X2, G2, ("X2", "G2"))
     v.check_second_batch(inp.X, inp.G, inp2.X, inp2.G)
     dtype = np.result_type(inp.dtype, inp2.dtype)
+    parts = [((inp.B, inp2.B), dtype)]
     copies = inp.copies(dtype) + ([] if same else inp2.copies(dtype))
-    check_output_bytes([((inp.B, inp2.B), dtype)], what="per_sample_grad_dots", max_bytes=max_bytes,
-                       hint="", copies=copies)
-    b = inp.coerce(dtype)
-    b2 = b if same else inp2.coerce(dtype)
+    check_output_bytes(parts, what="per_sample_grad_dots", max_bytes=max_bytes, hint="", copies=copies)
+    b = inp.coerce(dtype, max_bytes, _batch.nbytes(parts + copies))
+    b2 = b if same else inp2.coerce(dtype, max_bytes, _batch.nbytes(parts + copies))
     K = grad_dots(b, b2, same, bias)
     if normalize:
         threads = v.n_threads_value(None)
         u = _batch.inverse_norms(b, bias, threads)
         w = u if same else _batch.inverse_norms(b2, bias, threads)
         # u[a] * w[b] is commutative: a symmetric K stays exactly symmetric
-        _scale_blocks(K, *_grid(8, K.shape, same), same, lambda i, j: np.multiply.outer(u[i], w[j]))
+        _scale_blocks(K, *_grid(8, b, K.shape, same), same, lambda i, j: np.multiply.outer(u[i], w[j]))
     return K
 
 
@@ -204,7 +204,7 @@ def _dots_2d(b: Batch, b2: Batch, same: bool, bias: bool) -> np.ndarray:
             out += 1
         return out
 
-    _scale_blocks(K, *_grid(b.dtype.itemsize, K.shape, same), same, xx)
+    _scale_blocks(K, *_grid(b.dtype.itemsize, b, K.shape, same), same, xx)
     return K
 
 
@@ -213,7 +213,7 @@ def _dots_3d(b: Batch, b2: Batch, same: bool, bias: bool, route: str) -> np.ndar
     T, T2, size = b.T, b2.T, b.dtype.itemsize
     db, db2 = (b.bias_grads(), b2.bias_grads()) if bias else (None, None)
     if route == "gram":
-        grid = _grid(size * max(1, T * T2), K.shape, same)
+        grid = _grid(2 * size * max(1, T * T2), b, K.shape, same)
         Gf, Xf, G2f, X2f = _batch.rows(b.G), _batch.rows(b.X), _batch.rows(b2.G), _batch.rows(b2.X)
 
         def block(i: slice, j: slice) -> np.ndarray:
@@ -224,7 +224,12 @@ def _dots_3d(b: Batch, b2: Batch, same: bool, bias: bool, route: str) -> np.ndar
             return out if db is None else np.add(out, db[i] @ db2[j].T, out=out)
 
     else:
-        side = _batch.block_rows(b.n * b.m * size, max(b.B, b2.B))
+        side = _batch.block_rows(2 * b.n * b.m * size, b, max(b.B, b2.B))  # a row and a column block
+        if side >= max(b.B, b2.B):  # every gradient at once: one GEMM (syrk when same: K == K.T)
+            P = _batch.grads(b).reshape(b.B, b.n * b.m)
+            P2 = P if same else _batch.grads(b2).reshape(b2.B, b.n * b.m)
+            np.matmul(P, P2.T, out=K)
+            return K if db is None else np.add(K, db @ db2.T, out=K)
         grid = (side, side)
         row_grads: dict[int, np.ndarray] = {}  # the row block's gradients, made once per row block
 
@@ -274,16 +279,18 @@ def dots_route(b: Batch, b2: Batch) -> str:
     B, B2, T, T2, n, m = b.B, b2.B, b.T, b2.T, b.n, b.m
     if min(T, T2) == 0:
         return "materialize"
-    k = _batch.block_rows(n * m * b.dtype.itemsize, max(B, B2))
+    k = _batch.block_rows(2 * n * m * b.dtype.itemsize, b, max(B, B2))
     gram = B * B2 * T * T2 * (n + m + 1)
     materialize = (B * T + math.ceil(B / max(k, 1)) * B2 * T2 + B * B2) * n * m
     return "gram" if gram < materialize else "materialize"
 
 
-def _grid(bytes_per_pair: int, shape: tuple[int, int], symmetric: bool) -> tuple[int, int]:
-    """(rows, cols) of the blocks of K whose temporaries fit the block budget: squares when
-    symmetric (blocks on the diagonal mirror themselves), else full-width row stripes."""
-    area = max(1, _batch.BLOCK_BYTES // max(1, bytes_per_pair))
+def _grid(bytes_per_pair: int, b: Batch, shape: tuple[int, int], symmetric: bool) -> tuple[int, int]:
+    """(rows, cols) of the blocks of K whose temporaries (bytes_per_pair for each entry) fit
+    b's budget: squares when symmetric (blocks on the diagonal mirror themselves), else
+    full-width row stripes."""
+    per = max(1, bytes_per_pair)
+    area = max(1, _batch.budget_for(b, per * shape[0] * shape[1]) // per)
     if symmetric:
         side = max(1, math.isqrt(area))
         return side, side

@@ -11,7 +11,7 @@ import pytest
 
 import matderiv as md
 from conftest import peak_bytes
-from matderiv import _batch
+from matderiv import _batch, _moments
 
 
 def _batch_of(X, G):
@@ -124,7 +124,7 @@ def test_grad_variance_2d_when_the_mean_dominates(ratio, ddof):
     for convention, got in (("Wx", md.grad_variance(X, G, ddof=ddof)),
                             ("xW", md.grad_variance(X, G, ddof=ddof, convention="xW").T)):
         np.testing.assert_allclose(got, want, rtol=1e-8, err_msg=convention)
-    moments = _batch.moments(_batch_of(X, G), bias=False)
+    moments = _moments.moments(_batch_of(X, G), bias=False)
     assert moments.count == 64
     np.testing.assert_allclose(moments.grad_mean(), np.einsum("bn,bm->nm", G, X) / 64, rtol=1e-14)
 

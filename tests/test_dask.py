@@ -584,9 +584,9 @@ def test_grad_variance_of_too_few_samples():
 def test_grad_variance_merges_one_pass(rng, monkeypatch):
     """Both results of grad_variance(bias=True) come from one pass of the batch core's
     moments per chunk (the one the in-memory function makes over the whole batch)."""
-    from matderiv import _batch
+    from matderiv import _moments
 
-    calls, _ = _counted(monkeypatch, _batch, "moments")
+    calls, _ = _counted(monkeypatch, _moments, "moments")
     X, G = _data(rng, 3, np.float64)
     Xd = da.from_array(X, chunks=(4,) + X.shape[1:])
     vW, vb = dask.compute(*md.grad_variance(Xd, G, bias=True, ddof=1), scheduler="sync")

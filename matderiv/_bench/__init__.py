@@ -1,7 +1,10 @@
 """The rows of `python -m matderiv bench`, one module per area: jacobian, kronecker,
-gradients, statistics, pipeline and (with the dask extra) dask; timing holds the
-harness (best_time, the write-once floor, the table)."""
+gradients, statistics, pipeline and (with the dask extra) dask; routes, a section of its
+own (each batched function against the best plain-numpy route on a grid of sequence
+shapes); timing holds the harness (best_time, the write-once floor, the table)."""
 from __future__ import annotations
+
+from typing import TextIO
 
 from .timing import Row
 
@@ -17,3 +20,13 @@ def all_rows(quick: bool) -> list[Row]:
     except ImportError:  # the dask extra is not installed
         return rows
     return rows + dask.dask_rows(quick)
+
+
+def print_routes(quick: bool, file: TextIO) -> None:
+    """The routes section: a row per function and shape as it is measured, then the worst."""
+    from . import routes
+
+    print(f"\nroutes: matderiv / the best plain-numpy route (budget {routes.SLACK} x + "
+          f"{routes.GRACE * 1e3:.1f} ms; 'over' marks a row above it)\n", file=file)
+    print(routes.HEADER, file=file)
+    print(routes.summary(routes.route_rows(quick, file)), file=file)

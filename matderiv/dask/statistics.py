@@ -22,7 +22,7 @@ from typing import Any
 import dask.array as da
 import numpy as np
 
-from .. import _batch
+from .. import _batch, _moments
 from .. import _validation as v
 from .. import statistics as mem
 from .._batch import CONVENTIONS, Inputs
@@ -69,31 +69,31 @@ def grad_variance(
     ddof = v.check_size(ddof, "ddof")
     Xd, Gd, dtype = inputs(X, G)
     outputs = _output_check("grad_variance", Xd, Gd, convention, bias, dtype, max_bytes)
-    chunks = Chunks(_moments, Xd, Gd, bias=bias)
+    chunks = Chunks(_chunk_moments, Xd, Gd, bias=bias)
     finalize = functools.partial(_variances, Xd.shape[0], ddof, convention, dtype)
-    result = chunks.reduction(range(len(_batch.Moments._fields)), _merge, finalize, outputs)
+    result = chunks.reduction(range(len(_moments.Moments._fields)), _merge, finalize, outputs)
     return result if bias else result[0]
 
 
-def _moments(X: np.ndarray, G: np.ndarray, *, bias: bool) -> _batch.Moments:
+def _chunk_moments(X: np.ndarray, G: np.ndarray, *, bias: bool) -> _moments.Moments:
     """One chunk's Moments of g_b (and of db_b with bias), as the in-memory
     grad_variance forms them: mean relative to the chunk's shift, M2 in float64."""
-    return _batch.moments(Inputs(X, G).load([], what="grad_variance"), bias)
+    return _moments.moments(Inputs(X, G).load([], what="grad_variance"), bias)
 
 
-def _merge(parts: list[tuple[Any, ...]]) -> _batch.Moments:
+def _merge(parts: list[tuple[Any, ...]]) -> _moments.Moments:
     """Chan et al.'s update over partial Moments (shifted means: no cancellation when the
     mean dominates); a partial of no samples contributes nothing."""
-    return functools.reduce(_batch.Moments.merge, (_batch.Moments(*p) for p in parts))
+    return functools.reduce(_moments.Moments.merge, (_moments.Moments(*p) for p in parts))
 
 
 def _variances(B: int, ddof: int, convention: str, dtype: np.dtype, part: tuple[Any, ...]) -> tuple[np.ndarray, ...]:
     """(vW[, vb]) from the merged partial: M2 / (B - ddof), in the convention and dtype."""
-    merged = _batch.Moments(*part)
-    vW = _batch.oriented(_batch.per_dof(merged.m2, B, ddof), convention, dtype)
+    merged = _moments.Moments(*part)
+    vW = _batch.oriented(_moments.per_dof(merged.m2, B, ddof), convention, dtype)
     if merged.bias_m2 is None:
         return (vW,)
-    return vW, _batch.per_dof(merged.bias_m2, B, ddof).astype(dtype)
+    return vW, _moments.per_dof(merged.bias_m2, B, ddof).astype(dtype)
 
 
 # --- gradient dot products --------------------------------------------------------------------
