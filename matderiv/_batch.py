@@ -29,6 +29,10 @@ ROUTES = ("gram", "materialize")
 #: limit (_memory.temporaries_budget); tests set a number to force many small blocks.
 BLOCK_BYTES: int | None = None
 
+#: float32 per-sample gradients come in blocks of at most this many samples: sums over a
+#: block's samples run in float32 (at full float32 speed), sums across blocks in float64.
+FLOAT32_BLOCK_ROWS = 256
+
 #: Sequences up to this length take the Gram route in one kernel pass (no tiny BLAS call
 #: per sample); longer ones in BLAS blocks, faster per multiply-add.
 GRAM_KERNEL_STEPS = 32
@@ -173,7 +177,10 @@ def grad_blocks(b: Batch, step: int | None = None) -> Iterator[tuple[int, np.nda
     """(lo, gw): the per-sample gradients of samples lo, lo + 1, ... ("Wx", (k, n, m)) in
     blocks within b's budget (or of `step` samples), all in one reused buffer: consume
     each block before asking for the next."""
-    step = block_rows(b.n * b.m * b.dtype.itemsize, b) if step is None else step
+    if step is None:
+        step = block_rows(b.n * b.m * b.dtype.itemsize, b)
+        if b.dtype == np.float32:  # sums over a block's samples run in float32: keep them short
+            step = min(step, FLOAT32_BLOCK_ROWS)
     buf = np.empty((min(step, b.B), b.n, b.m), dtype=b.dtype)
     for lo in range(0, b.B, step):
         part = b.take(slice(lo, lo + step))
@@ -191,9 +198,40 @@ def float64_blocks(b: Batch, per_sample_bytes: int) -> Iterator[tuple[int, Batch
 
 
 # --- norms ---------------------------------------------------------------------------------
-def norm_route(T: int, n: int, m: int) -> str:
-    """The cheaper 3-D norm route by multiply-add counts: Gram when T^2 (n + m + 1) < (T + 1) n m."""
-    return "gram" if T * T * (n + m + 1) < (T + 1) * n * m else "materialize"
+#: Routes are compared by their cost in multiply-adds of float64 BLAS: float32 BLAS counts
+#: half, a multiply-add of the T x T Gram kernel KERNEL_COST, and each byte of temporaries
+#: MOVE_COST, or SPILL_COST where they outgrow the caches (CACHE_BYTES) and writing them costs
+#: page faults and memory traffic.  Fitted to route timings on the development machine
+#: (python -m matderiv bench, routes section).
+KERNEL_COST, MOVE_COST, SPILL_COST, CACHE_BYTES = 4.0, 0.5, 4.5, 32 * 2**20
+
+
+def route_cost(dtype: np.dtype, *, blas: int = 0, kernel: int = 0, temporaries: int = 0) -> float:
+    """The cost of a route in float64 BLAS multiply-adds (see KERNEL_COST)."""
+    move = SPILL_COST if temporaries > CACHE_BYTES else MOVE_COST
+    return blas * (0.5 if np.dtype(dtype) == np.float32 else 1.0) + kernel * KERNEL_COST + move * temporaries
+
+
+def norm_costs(b: Batch) -> dict[str, float]:
+    """The cost of each 3-D norm route: the T x T Gram sums (a kernel pass for short
+    sequences, else two batched GEMMs a block) and materialized per-sample gradients."""
+    B, T, n, m, size = b.B, b.T, b.n, b.m, b.dtype.itemsize
+    if T <= GRAM_KERNEL_STEPS:
+        gram = route_cost(b.dtype, kernel=B * T * (T + 1) // 2 * (n + m))
+    else:
+        gram = route_cost(b.dtype, blas=B * T * T * (n + m), temporaries=2 * block_rows(2 * T * T * size, b) * T * T * size)
+    return {"gram": gram, "materialize": route_cost(b.dtype, blas=B * T * n * m, temporaries=_block_bytes(b))}
+
+
+def _block_bytes(b: Batch) -> int:
+    """Bytes of the per-sample gradients grad_blocks holds at once."""
+    return block_rows(b.n * b.m * b.dtype.itemsize, b) * b.n * b.m * b.dtype.itemsize
+
+
+def norm_route(b: Batch) -> str:
+    """The cheaper 3-D norm route by norm_costs."""
+    costs = norm_costs(b)
+    return min(costs, key=costs.get)
 
 
 def row_dots(a: np.ndarray, c: np.ndarray, threads: int) -> np.ndarray:
@@ -214,7 +252,7 @@ def squared_norms(b: Batch, bias: bool, threads: int, route: str | None = None) 
         if bias:
             x2 += 1.0
         return row_dots(b.G, b.G, threads) * x2
-    chosen = norm_route(b.T, b.n, b.m) if route is None else v.check_choice(route, "route", ROUTES)
+    chosen = norm_route(b) if route is None else v.check_choice(route, "route", ROUTES)
     sq = _gram_squares(b, threads) if chosen == "gram" else _materialized_squares(b)
     if bias:
         db = b.bias_grads()
@@ -224,18 +262,22 @@ def squared_norms(b: Batch, bias: bool, threads: int, route: str | None = None) 
 
 def _gram_squares(b: Batch, threads: int) -> np.ndarray:
     """sum_{t,s} (G[b,t].G[b,s]) (X[b,t].X[b,s]), clamped at 0 (round-off of a cancelling
-    sum; NaN stays NaN): one kernel pass for short sequences, else float64 BLAS blocks."""
+    sum; NaN stays NaN): one kernel pass for short sequences, else the two T x T Gram
+    matrices of a block of samples by BLAS in the inputs' dtype and their products summed
+    in float64 (entries that overflow give non-finite norms, which norms recomputes)."""
     sq = np.empty(b.B)
     T = b.T
     if T <= GRAM_KERNEL_STEPS:
         _rows.gram_sq(b.G, b.X, sq, threads)  # float64 sums, symmetry in t, s used
-    else:
-        for lo, part in float64_blocks(b, 16 * T * T):
-            k = part.B
-            if lo == 0:  # the first block is the largest: its buffers serve every block
-                gg, xx = np.empty((k, T, T)), np.empty((k, T, T))
-            np.matmul(part.G, part.G.transpose(0, 2, 1), out=gg[:k])
-            np.matmul(part.X, part.X.transpose(0, 2, 1), out=xx[:k])
+        return np.maximum(sq, 0.0, out=sq)
+    step = block_rows(2 * T * T * b.dtype.itemsize, b)
+    gg, xx = np.empty((step, T, T), b.dtype), np.empty((step, T, T), b.dtype)  # reused by every block
+    with np.errstate(over="ignore", invalid="ignore"):
+        for lo in range(0, b.B, step):
+            Gb, Xb = b.G[lo : lo + step], b.X[lo : lo + step]
+            k = len(Gb)
+            np.matmul(Gb, Gb.transpose(0, 2, 1), out=gg[:k])
+            np.matmul(Xb, Xb.transpose(0, 2, 1), out=xx[:k])
             # serial: a parallel region between BLAS calls would fight BLAS's threads
             sq[lo : lo + k] = row_dots(gg[:k].reshape(k, T * T), xx[:k].reshape(k, T * T), 1)
     return np.maximum(sq, 0.0, out=sq)

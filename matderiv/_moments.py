@@ -8,7 +8,8 @@ Routes, chosen per call (see moments):
                   at most PLAIN_LOSS of the variance;
   * 2-D shifted:  X and G shifted by their means c and a (three GEMMs, see _shifted);
   * 3-D:          per-sample gradients in blocks, each centred on its own mean and merged
-                  with Chan's update; shifted by T a (x) c first where the mean dominates.
+                  with Chan's update; computed again, shifted by T a (x) c, where the result
+                  shows a mean that dominates the spread (UNSHIFTED_LOSS).
 A Moments holds its mean relative to its shift, so partials merge without cancellation.
 """
 from __future__ import annotations
@@ -18,16 +19,17 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ._batch import Batch, block_rows, float64_blocks, grad_blocks, rows
+from ._batch import FLOAT32_BLOCK_ROWS, Batch, block_rows, float64_blocks, grad_blocks, rows
 
 #: The plain 2-D sums are kept where S2 <= PLAIN_LOSS * B * var, i.e. at most this factor of
 #: the variance was lost to cancellation (about log10 of it in digits).
 PLAIN_LOSS = {np.dtype(np.float32): 16.0, np.dtype(np.float64): 1e4}
-#: Means larger than this many spreads (in a sample of the rows) are shifted away first:
-#: 2-D, before the plain sums are tried; 3-D, where the unshifted products lose
-#: eps * sqrt(T) * (mean / spread) of the variance.
-DOMINANT = {(2, np.dtype(np.float32)): 4.0, (2, np.dtype(np.float64)): 30.0,
-            (3, np.dtype(np.float32)): 4.0, (3, np.dtype(np.float64)): 1e3}
+#: 2-D: means of X's and G's rows larger than this many spreads (in a sample of the rows)
+#: are shifted away at once, where the plain sums would only be recomputed.
+DOMINANT = {np.dtype(np.float32): 4.0, np.dtype(np.float64): 30.0}
+#: 3-D: unshifted per-sample gradients are kept where eps * T * |mean| / spread, about the
+#: share of the variance their rounding can take, is under this; else they are shifted.
+UNSHIFTED_LOSS = {np.dtype(np.float32): 1e-5, np.dtype(np.float64): 1e-10}
 #: Rows of X and G sampled (evenly) to estimate mean / spread.
 SAMPLE_ROWS = 256
 
@@ -100,13 +102,16 @@ def moments(b: Batch, bias: bool) -> Moments:
         return Moments(0, T, np.zeros(n), np.zeros(m), *zeros)
     with np.errstate(invalid="ignore", over="ignore", divide="ignore"):  # non-finite inputs propagate
         a, c = np.zeros(n), np.zeros(m)
-        shifted = dominance(b) > DOMINANT[b.ndim, b.dtype]
-        found = None if shifted or b.ndim == 3 else _plain(b)
-        if found is None and (shifted or b.ndim == 2):
-            a, c = rows(b.G).mean(axis=0, dtype=np.float64), rows(b.X).mean(axis=0, dtype=np.float64)
-            c = c.astype(b.dtype).astype(np.float64)  # X - c is formed in the inputs' dtype in 3-D
-        if found is None:
-            found = _shifted(b, a, c) if b.ndim == 2 else _chan_blocks(b, a, c)
+        if b.ndim == 3:
+            found = _chan_blocks(b, a, c)
+            if _mean_dominated(b, *found):
+                a, c = _shifts(b)
+                found = _chan_blocks(b, a, c)
+        else:
+            found = None if dominance(b) > DOMINANT[b.dtype] else _plain(b)
+            if found is None:
+                a, c = _shifts(b)
+                found = _shifted(b, a, c)
         mean, m2 = found
         if b.B == 1:  # one sample has no spread (not round-off): 0, or NaN where not finite
             np.multiply(m2, 0.0, out=m2)
@@ -115,6 +120,23 @@ def moments(b: Batch, bias: bool) -> Moments:
         du = (b.G - a).sum(axis=1) if b.ndim == 3 else b.G - a  # db_b - T a, each G_bt - a first
         du_mean = du.mean(axis=0)
         return Moments(b.B, T, a, c, mean, m2, du_mean, np.square(du - du_mean).sum(axis=0))
+
+
+def _shifts(b: Batch) -> tuple[np.ndarray, np.ndarray]:
+    """a and c, the means of G's and X's rows in float64 (c representable in the inputs'
+    dtype: 3-D forms X - c in it)."""
+    a, c = rows(b.G).mean(axis=0, dtype=np.float64), rows(b.X).mean(axis=0, dtype=np.float64)
+    return a, c.astype(b.dtype).astype(np.float64)
+
+
+def _mean_dominated(b: Batch, mean: np.ndarray, m2: np.ndarray) -> bool:
+    """3-D: whether unshifted per-sample gradients may have lost more than UNSHIFTED_LOSS of
+    the variance to rounding (a mean that dominates the spread; NaN compares False)."""
+    if b.B < 2:
+        return False
+    spread = np.sqrt(m2 / b.B)
+    worst = np.max(np.where(mean == 0, 0.0, np.abs(mean) / spread), initial=0.0)
+    return bool(np.finfo(b.dtype).eps * b.T * worst > UNSHIFTED_LOSS[b.dtype])
 
 
 def dominance(b: Batch) -> float:
@@ -203,9 +225,10 @@ def _chan_blocks(b: Batch, a: np.ndarray, c: np.ndarray) -> tuple[np.ndarray, np
     Returns (mean of h, M2)."""
     mean = m2 = None
     for lo, h in (grad_blocks(b) if not c.any() and not a.any() else _shifted_blocks(b, a, c)):
-        block_mean = h.mean(axis=0, dtype=np.float64)
-        np.subtract(h, block_mean, out=h, casting="same_kind")
-        block_m2 = np.square(h, out=h).sum(axis=0, dtype=np.float64)
+        block_mean = h.mean(axis=0)  # in the inputs' dtype: a float32 block is short (grad_blocks)
+        h -= block_mean
+        block_m2 = np.square(h, out=h).sum(axis=0).astype(np.float64)
+        block_mean = block_mean.astype(np.float64)
         mean, m2 = (block_mean, block_m2) if lo == 0 else chan(mean, m2, block_mean, block_m2, lo, len(h))
     return mean, m2
 
@@ -214,6 +237,7 @@ def _shifted_blocks(b: Batch, a: np.ndarray, c: np.ndarray):
     """(lo, h): blocks of h_b = g_b - T a (x) c (see _chan_blocks), in one reused buffer."""
     B, T, n, m, dt = b.B, b.T, b.n, b.m, b.dtype
     step = block_rows(dt.itemsize * ((T + 1) * (n + m) + n * m), b)
+    step = min(step, FLOAT32_BLOCK_ROWS) if dt == np.float32 else step  # float32 sums stay short
     Gx, Wx = np.empty((step, T + 1, n), dt), np.empty((step, T + 1, m), dt)
     hw = np.empty((step, n, m), dt)
     for lo in range(0, B, step):

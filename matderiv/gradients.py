@@ -226,10 +226,10 @@ def clip_and_sum(
     threads = v.n_threads_value(n_threads)
     inp = Inputs(X, G)
     B, n, m, dtype = inp.B, inp.n, inp.m, inp.dtype
-    materialize = inp.ndim == 3 and _batch.norm_route(inp.X.shape[1], n, m) == "materialize"
     scaled = inp.G.shape[:-1] + (min(n, m),)
-    parts = inp.parts(inp.w_shape(convention), bias) + [((B,), dtype)] + ([] if materialize else [(scaled, dtype)])
+    parts = inp.parts(inp.w_shape(convention), bias) + [((B,), dtype), (scaled, dtype)]
     b = inp.load(parts, what="clip_and_sum", max_bytes=max_bytes)
+    materialize = b.ndim == 3 and clip_route(b) == "materialize"
     # c_b g_b = (c_b G[b]) (x) X[b] = G[b] (x) (c_b X[b]): scale the narrower of the two
     scale_G = n <= m
     a, other = (b.G, b.X) if scale_G else (b.X, b.G)
@@ -268,6 +268,17 @@ def _clip_rows(b: Batch, scale_G: bool, clip: float, bias: bool, threads: int) -
         factor[bad] = _clip_factors(norms[bad], clip)
         cb[bad] = a[bad] * factor[bad, None].astype(a.dtype)
     return cb, norms, factor
+
+
+def clip_route(b: Batch) -> str:
+    """3-D: the cheaper of clipping from the norms' route with a GEMM of the scaled copy
+    ("gram" where the norms take the Gram sums) and from materialized per-sample
+    gradients (norms, factors and the sum from each block), by _batch.route_cost."""
+    costs = _batch.norm_costs(b)
+    B, T, n, m, size = b.B, b.T, b.n, b.m, b.dtype.itemsize
+    costs["gram"] += _batch.route_cost(b.dtype, blas=B * T * n * m, temporaries=B * T * min(n, m) * size)
+    costs["materialize"] += _batch.route_cost(b.dtype, blas=B * n * m)
+    return min(costs, key=costs.get)
 
 
 def _clip_materialized(b: Batch, clip: float, bias: bool) -> tuple[np.ndarray, ...]:

@@ -71,7 +71,7 @@ def sum_grad_squared(
         else:
             acc = np.zeros((b.n, b.m))
             for _, gw in _batch.grad_blocks(b):
-                acc += np.square(gw, out=gw).sum(axis=0, dtype=np.float64)
+                acc += np.square(gw, out=gw).sum(axis=0)  # float32 blocks are short (grad_blocks)
             dW = _batch.oriented(acc, convention, b.dtype)
         if not bias:
             return dW

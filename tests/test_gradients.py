@@ -13,7 +13,7 @@ from hypothesis.extra import numpy as hnp
 
 import matderiv as md
 from conftest import CONVENTIONS, REAL_DTYPES, assert_close, forced_norms, peak_bytes, rtol_for
-from matderiv import _batch
+from matderiv import _batch, gradients
 
 DTYPES = REAL_DTYPES  # gradients are real-only
 B, T, N, M = 5, 4, 3, 6  # n != m so that a transpose cannot pass unnoticed
@@ -214,11 +214,21 @@ def test_norm_routes_in_many_blocks(monkeypatch, route):
     np.testing.assert_array_equal(res, res1)
 
 
+def shaped(B, T, n, m, dtype=np.float64):
+    """A batch of the shape and dtype for the route rules, which read nothing else."""
+    return _batch.Batch(np.broadcast_to(np.zeros((), dtype), (B, T, m)), np.broadcast_to(np.zeros((), dtype), (B, T, n)))
+
+
 def test_route_rule_compares_costs():
-    assert _batch.norm_route(4, 256, 256) == "gram"  # T^2 (n + m) << T n m
-    assert _batch.norm_route(512, 64, 64) == "materialize"  # T >> n m / (n + m)
-    assert _batch.norm_route(127, 256, 256) == "gram"
-    assert _batch.norm_route(129, 256, 256) == "materialize"
+    assert _batch.norm_route(shaped(64, 4, 256, 256)) == "gram"  # T^2 (n + m) << T n m
+    assert _batch.norm_route(shaped(64, 512, 64, 64)) == "materialize"  # T >> n m / (n + m)
+    # a stack of gradients that outgrows the caches costs its memory traffic: Gram longer
+    assert _batch.norm_route(shaped(512, 128, 512, 512)) == "gram"
+    assert _batch.norm_route(shaped(8, 128, 64, 64)) == "materialize"
+    costs, costs32 = (_batch.norm_costs(shaped(64, 64, 256, 256, dt)) for dt in (np.float64, np.float32))
+    assert costs32["gram"] < costs["gram"] and costs32["materialize"] < costs["materialize"]  # float32 BLAS: half
+    assert gradients.clip_route(shaped(64, 16, 512, 512)) == "gram"  # the stack would be 128 MiB
+    assert gradients.clip_route(shaped(64, 16, 64, 64)) == "materialize"  # 2 MiB: cheaper than the GEMM
     for t, n, m in [(2, 50, 40), (60, 5, 6)]:
         X, G = data(3, b=3, t=t, n=n, m=m)
         assert_close(md.per_sample_grad_norms(X, G), ref_norms(X, G), np.float64)

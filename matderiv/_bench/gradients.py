@@ -103,7 +103,7 @@ def _norms_3d(rng: np.random.Generator, B: int, T: int, n: int, m: int, repeat: 
     for route in _batch.ROUTES:
         refs[f"matderiv forced {route}"] = best_time(lambda: _batch.norms(b, False, threads, route), repeat)
     ours = best_time(lambda: gradients.per_sample_grad_norms(X, G), repeat)
-    picked = _batch.norm_route(T, n, m)
+    picked = _batch.norm_route(b)
     return Row(f"per_sample_grad_norms 3-D B={B} T={T} n=m={n} ({picked})", ours, None, refs)
 
 

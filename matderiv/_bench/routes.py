@@ -190,19 +190,20 @@ def _thread_settings() -> tuple[str, ...]:
     return ("1", "all")
 
 
-def route_rows(quick: bool, file: TextIO | None = None) -> list[RouteRow]:
+def route_rows(quick: bool, file: TextIO | None = None, functions: tuple[str, ...] = FUNCTIONS,
+               dtypes: tuple[type, ...] = (np.float32, np.float64)) -> list[RouteRow]:
     """Every function at every shape of the grid (QUICK_GRID, float64, one thread with
     quick=True), each row printed to `file` as it is measured."""
     rng = np.random.default_rng(0)
     seconds = 0.1 if quick else 1.0
     rows = []
-    dtypes = (np.float64,) if quick else (np.float32, np.float64)
+    dtypes = (np.float64,) if quick else dtypes
     for dtype, threads in itertools.product(dtypes, _thread_settings()[:1] if quick else _thread_settings()):
         for B, T, nm in _shapes(quick, dtype):
             X, G = data(rng, (B, T), nm, nm, dtype)
             max_norm = float(np.median(gradients.per_sample_grad_norms(X, G)))
             with _threads(threads):
-                for function in FUNCTIONS:
+                for function in functions:
                     fns = {"matderiv": _ours(function, X, G, max_norm), **_plain_routes(function, X, G, max_norm)}
                     times = measure(fns, seconds)
                     ours = times.pop("matderiv")
