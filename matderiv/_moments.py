@@ -27,8 +27,8 @@ PLAIN_LOSS = {np.dtype(np.float32): 16.0, np.dtype(np.float64): 1e4}
 #: 2-D: means of X's and G's rows larger than this many spreads (in a sample of the rows)
 #: are shifted away at once, where the plain sums would only be recomputed.
 DOMINANT = {np.dtype(np.float32): 4.0, np.dtype(np.float64): 30.0}
-#: 3-D: unshifted per-sample gradients are kept where eps * T * |mean| / spread, about the
-#: share of the variance their rounding can take, is under this; else they are shifted.
+#: 3-D: unshifted per-sample gradients are kept where eps * sqrt(T) * |mean| / spread, about
+#: the share of the variance their rounding takes, is under this; else they are shifted.
 UNSHIFTED_LOSS = {np.dtype(np.float32): 1e-5, np.dtype(np.float64): 1e-10}
 #: Rows of X and G sampled (evenly) to estimate mean / spread.
 SAMPLE_ROWS = 256
@@ -131,12 +131,12 @@ def _shifts(b: Batch) -> tuple[np.ndarray, np.ndarray]:
 
 def _mean_dominated(b: Batch, mean: np.ndarray, m2: np.ndarray) -> bool:
     """3-D: whether unshifted per-sample gradients may have lost more than UNSHIFTED_LOSS of
-    the variance to rounding (a mean that dominates the spread; NaN compares False)."""
+    the variance to rounding: a mean that dominates the spread, measured over all entries
+    (a shift dominates them all; NaN compares False)."""
     if b.B < 2:
         return False
-    spread = np.sqrt(m2 / b.B)
-    worst = np.max(np.where(mean == 0, 0.0, np.abs(mean) / spread), initial=0.0)
-    return bool(np.finfo(b.dtype).eps * b.T * worst > UNSHIFTED_LOSS[b.dtype])
+    ratio = math.sqrt(np.square(mean).sum() / (m2.sum() / b.B))  # |mean| / spread over all entries
+    return bool(np.finfo(b.dtype).eps * math.sqrt(b.T) * ratio > UNSHIFTED_LOSS[b.dtype])
 
 
 def dominance(b: Batch) -> float:
