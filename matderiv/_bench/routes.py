@@ -163,6 +163,14 @@ def _one_call(fn: Callable[[], object], loops: int) -> float:
     return (time.perf_counter() - t0) / loops
 
 
+def route_functions(function: str, X: np.ndarray, G: np.ndarray, max_norm: float | None = None) -> Routes:
+    """matderiv's call first, then the plain routes that fit; max_norm of clip_and_sum
+    defaults to the median norm."""
+    if max_norm is None:
+        max_norm = float(np.median(gradients.per_sample_grad_norms(X, G)))
+    return {"matderiv": _ours(function, X, G, max_norm), **_plain_routes(function, X, G, max_norm)}
+
+
 def _shapes(quick: bool, dtype: type) -> Iterator[tuple[int, int, int]]:
     grid = QUICK_GRID if quick else GRID
     for B, T, nm in itertools.product(grid["B"], grid["T"], grid["nm"]):
@@ -204,7 +212,7 @@ def route_rows(quick: bool, file: TextIO | None = None, functions: tuple[str, ..
             max_norm = float(np.median(gradients.per_sample_grad_norms(X, G)))
             with _threads(threads):
                 for function in functions:
-                    fns = {"matderiv": _ours(function, X, G, max_norm), **_plain_routes(function, X, G, max_norm)}
+                    fns = route_functions(function, X, G, max_norm)
                     times = measure(fns, seconds)
                     ours = times.pop("matderiv")
                     best = min(times, key=times.get)
