@@ -204,6 +204,9 @@ def float64_blocks(b: Batch, per_sample_bytes: int) -> Iterator[tuple[int, Batch
 #: page faults and memory traffic.  Fitted to route timings on the development machine
 #: (python -m matderiv bench, routes section).
 KERNEL_COST, MOVE_COST, SPILL_COST, CACHE_BYTES = 4.0, 0.5, 4.5, 32 * 2**20
+#: The batched T x T products of the blocked Gram norms run this much slower per
+#: multiply-add than the per-sample gradients' (smaller outputs, two calls).
+GRAM_BLAS_COST = 1.4
 
 
 def route_cost(dtype: np.dtype, *, blas: int = 0, kernel: int = 0, temporaries: int = 0) -> float:
@@ -219,7 +222,8 @@ def norm_costs(b: Batch) -> dict[str, float]:
     if T <= GRAM_KERNEL_STEPS:
         gram = route_cost(b.dtype, kernel=B * T * (T + 1) // 2 * (n + m))
     else:
-        gram = route_cost(b.dtype, blas=B * T * T * (n + m), temporaries=2 * block_rows(2 * T * T * size, b) * T * T * size)
+        gram = route_cost(b.dtype, blas=GRAM_BLAS_COST * B * T * T * (n + m),
+                          temporaries=2 * block_rows(2 * T * T * size, b) * T * T * size)
     return {"gram": gram, "materialize": route_cost(b.dtype, blas=B * T * n * m, temporaries=_block_bytes(b))}
 
 

@@ -273,15 +273,20 @@ def _as_sequences(b: Batch) -> Batch:
 
 
 def dots_route(b: Batch, b2: Batch) -> str:
-    """The cheaper 3-D dots route by multiply-add counts (see per_sample_grad_dots); with
-    sequences of no steps on one side the other side's gradients are materialized (the
-    Gram sum is empty there, while <g_a, 0> is NaN for a non-finite g_a)."""
-    B, B2, T, T2, n, m = b.B, b2.B, b.T, b2.T, b.n, b.m
+    """The cheaper 3-D dots route by _batch.route_cost (see per_sample_grad_dots): the Gram
+    route's two GEMMs over all steps and its (k T, k T2) blocks, against materialized
+    gradients (the columns' again for every block of rows where they do not all fit) and
+    the GEMM of the two; with sequences of no steps on one side, the other side's gradients
+    are materialized (the Gram sum is empty there, while <g_a, 0> is NaN for a non-finite g_a)."""
+    B, B2, T, T2, n, m, size = b.B, b2.B, b.T, b2.T, b.n, b.m, b.dtype.itemsize
     if min(T, T2) == 0:
         return "materialize"
-    k = _batch.block_rows(2 * n * m * b.dtype.itemsize, b, max(B, B2))
-    gram = B * B2 * T * T2 * (n + m + 1)
-    materialize = (B * T + math.ceil(B / max(k, 1)) * B2 * T2 + B * B2) * n * m
+    rows, cols = _grid(2 * size * T * T2, b, (B, B2), b is b2)
+    gram = _batch.route_cost(b.dtype, blas=B * B2 * T * T2 * (n + m), temporaries=2 * rows * cols * T * T2 * size)
+    k = _batch.block_rows(2 * n * m * size, b, max(B, B2))
+    passes = math.ceil(B / k)
+    materialize = _batch.route_cost(b.dtype, blas=(B * T + passes * B2 * T2 + B * B2) * n * m,
+                                    temporaries=(min(k, B) + min(k, B2)) * n * m * size)
     return "gram" if gram < materialize else "materialize"
 
 
