@@ -102,15 +102,16 @@ def grad_variance(
     """np.var(per_sample_grads(X, G), axis=0, ddof=ddof), W's shape, without the stack.
 
     var = sum_b (g_b - mean)^2 / (B - ddof), accurate when the mean dominates the spread.
-    2-D: X and G shifted by their means c and a (w = X - c, u = G - a); the shifted
-    gradients G_b (x) w_b + u_b (x) c have g's spread and a small mean, and their sums
-    come from three GEMMs in float64, (G*G)^T (w*w), (G*u)^T w and G^T w (float32
-    inputs converted a block of samples at a time, never copied whole).
+    2-D: (G*G)^T (X*X) - (G^T X)^2 / B, two GEMMs in the inputs' dtype (float64 across
+    blocks of float32 samples), where a sample of the rows shows no dominant mean and the
+    subtraction lost at most 1e4 (float32: 16) of the variance; elsewhere X and G shifted
+    by their means c and a, whose gradients G_b (x) (X_b - c) + (G_b - a) (x) c have g's
+    spread and a small mean, summed by three GEMMs in float64 (float32 converted a block
+    of samples at a time, never copied whole).  Rounding errors there are about
+    eps * sum_b (|G_b| |X_b - c| + |G_b - a| |c|)^2 / (B - ddof) per entry.
     3-D: per-sample gradients in blocks, each block centred on its own mean and merged
-    with Chan's pairwise update in float64 (no cancellation at all).
-    Rounding errors are about eps * sum_b (|G_b| |X_b - c| + |G_b - a| |c|)^2 / (B - ddof)
-    per entry (3-D: sums over the steps inside): small next to the variance when the mean
-    dominates, and next to sum_b |g_b|^2 when it does not.
+    with Chan's pairwise update in float64; shifted by T a (x) c first where the result
+    shows a mean that dominates the spread (where their rounding would matter).
     bias=True returns (vW, vb) with vb the variance of db_b, shape (n,), two-pass in float64.
     ddof: a non-negative int; B <= ddof divides by 0 as np.var does (B = 0 gives NaN).
     """
