@@ -250,7 +250,7 @@ def test_tosparse_int64_indices_when_int32_does_not_fit(rng, monkeypatch, conven
     x = random_array(rng, (B, m), np.float64)
     J = make_jac(x, n, convention)
     expected = ref_vec(x, n, convention, order)
-    monkeypatch.setattr(_validation, "INT32_INDEX_MAX", 59)  # nnz 60 does not fit
+    monkeypatch.setattr(_validation.core, "INT32_INDEX_MAX", 59)  # nnz 60 does not fit
     A = J.tosparse(fmt, order)
     idx = list(A.coords) if fmt == "coo" else [A.indices, A.indptr]
     for a in idx:
@@ -259,7 +259,7 @@ def test_tosparse_int64_indices_when_int32_does_not_fit(rng, monkeypatch, conven
     if fmt != "coo":  # indices AND indptr both int64, indptr ends at nnz (no wrap)
         assert A.indptr[-1] == B * n * m
     assert np.array_equal(A.toarray(), expected)
-    monkeypatch.setattr(_validation, "INT32_INDEX_MAX", 60)  # boundary: fits exactly
+    monkeypatch.setattr(_validation.core, "INT32_INDEX_MAX", 60)  # boundary: fits exactly
     A = J.tosparse(fmt, order)
     for a in list(A.coords) if fmt == "coo" else [A.indices, A.indptr]:
         assert a.dtype == np.int32
@@ -270,7 +270,7 @@ def test_tosparse_int64_for_dimension_larger_than_nnz(monkeypatch):
     """A column count over the int32 limit needs int64 even when nnz is small."""
     x = np.array([1.0, 0.0, 2.0])
     J = md.jacobian_wx(x, 2)  # (2, 6), nnz 6, csc indptr 7 entries with values up to 6
-    monkeypatch.setattr(_validation, "INT32_INDEX_MAX", 5)
+    monkeypatch.setattr(_validation.core, "INT32_INDEX_MAX", 5)
     A = J.tosparse("csc")
     assert A.indices.dtype == A.indptr.dtype == np.int64
     assert np.array_equal(A.toarray(), np.kron(x[None], np.eye(2)))
@@ -792,7 +792,7 @@ def test_dependent_tosparse_int64_indices(rng, monkeypatch, fmt):
     expected = J.tovec("C")
     A = J.tosparse(fmt, "C")
     assert all(a.dtype == np.int32 for a in (A.coords if fmt == "coo" else (A.indices, A.indptr)))
-    monkeypatch.setattr(_validation, "INT32_INDEX_MAX", n * n * m - 1)
+    monkeypatch.setattr(_validation.core, "INT32_INDEX_MAX", n * n * m - 1)
     A = J.tosparse(fmt, "C")
     assert all(a.dtype == np.int64 for a in (A.coords if fmt == "coo" else (A.indices, A.indptr)))
     assert_canonical(A, fmt, n * n * m)

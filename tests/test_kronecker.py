@@ -157,12 +157,12 @@ def test_int64_indices_when_int32_does_not_fit(rng, monkeypatch, fmt, order):
     B = random_array(rng, (2, 5), np.float64)
     J = md.jacobian_awb(A, B)
     nnz = A.nnz * B.size
-    monkeypatch.setattr(_validation, "INT32_INDEX_MAX", nnz - 1)
+    monkeypatch.setattr(_validation.core, "INT32_INDEX_MAX", nnz - 1)
     S = J.tosparse(fmt, order)
     arrays = S.coords if fmt == "coo" else (S.indices, S.indptr)
     assert all(a.dtype == np.int64 for a in arrays)
     assert np.array_equal(S.toarray(), ref_vec(Av, B, order))
-    monkeypatch.setattr(_validation, "INT32_INDEX_MAX", max(nnz, 20, 15))  # fits exactly
+    monkeypatch.setattr(_validation.core, "INT32_INDEX_MAX", max(nnz, 20, 15))  # fits exactly
     arrays = J.tosparse(fmt, order).coords if fmt == "coo" else (J.tosparse(fmt, order).indices,)
     assert all(a.dtype == np.int32 for a in arrays)
 

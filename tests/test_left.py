@@ -291,7 +291,7 @@ def test_per_sample_sparse_forms_int64_and_thread_invariance(rng, monkeypatch, f
             S = J.tosparse(fmt, order, n_threads=nt)
             assert np.array_equal(S.data, base.data) and (S != base).nnz == 0
             assert np.array_equal(J.tovec(order, n_threads=nt), dense)
-        monkeypatch.setattr(_validation, "INT32_INDEX_MAX", B * r * n * m - 1)
+        monkeypatch.setattr(_validation.core, "INT32_INDEX_MAX", B * r * n * m - 1)
         S = J.tosparse(fmt, order)
         arrays = S.coords if fmt == "coo" else (S.indices, S.indptr)
         assert all(a.dtype == np.int64 for a in arrays)

@@ -137,7 +137,7 @@ def test_huge_n_threads_is_an_error_not_a_crash():
 
 
 def test_thread_limit_follows_the_runtime(monkeypatch):
-    monkeypatch.setattr(v._openmp, "thread_limit", lambda: 3)
+    monkeypatch.setattr(v.core._openmp, "thread_limit", lambda: 3)
     assert v.max_threads() == 3
     with pytest.raises(ValueError, match=r"an int from 1 to 3 \(the thread limit\), got 4"):
         v.n_threads_value(4)
@@ -153,7 +153,7 @@ def test_one_core_count(monkeypatch):
     monkeypatch.setattr(os, "cpu_count", lambda: 5)
     assert _threads.usable_cores() == 5
     assert v.n_threads_value(-1) == 5
-    monkeypatch.setattr(v._openmp, "thread_limit", lambda: 10**6)
+    monkeypatch.setattr(v.core._openmp, "thread_limit", lambda: 10**6)
     assert v.max_threads() == 80  # MAX_THREADS_PER_CORE per core
     assert "5 usable cores" in dict(report())["threads"]
     monkeypatch.setattr(os, "cpu_count", lambda: None)  # undeterminable

@@ -61,9 +61,9 @@ def test_index_dtype_on_both_sides_of_the_limit(rng, monkeypatch, dtype, convent
     J = (md.jacobian_wx if convention == "Wx" else md.jacobian_xw)(x, n)
     expected = ref_vec(x, n, convention, order)
     nnz = S * n * m  # also the largest of nnz, S*n rows and n*m columns
-    monkeypatch.setattr(_validation, "INT32_INDEX_MAX", nnz - 1)
+    monkeypatch.setattr(_validation.core, "INT32_INDEX_MAX", nnz - 1)
     assert_sparse(J.tosparse(fmt, order), fmt, expected, np.int64)
-    monkeypatch.setattr(_validation, "INT32_INDEX_MAX", nnz)  # fits exactly
+    monkeypatch.setattr(_validation.core, "INT32_INDEX_MAX", nnz)  # fits exactly
     assert_sparse(J.tosparse(fmt, order), fmt, expected, np.int32)
 
 
@@ -80,9 +80,9 @@ def test_index_dtype_follows_a_dimension_when_there_are_no_entries(monkeypatch, 
     expected = ref_vec(x, n, convention, order)
     largest = max(expected.shape)
     assert largest > 0 and J.tosparse(fmt, order).nnz == 0
-    monkeypatch.setattr(_validation, "INT32_INDEX_MAX", largest - 1)
+    monkeypatch.setattr(_validation.core, "INT32_INDEX_MAX", largest - 1)
     assert_sparse(J.tosparse(fmt, order), fmt, expected, np.int64)
-    monkeypatch.setattr(_validation, "INT32_INDEX_MAX", largest)
+    monkeypatch.setattr(_validation.core, "INT32_INDEX_MAX", largest)
     assert_sparse(J.tosparse(fmt, order), fmt, expected, np.int32)
 
 
@@ -100,7 +100,7 @@ def test_product_rule_jacobian_on_both_sides_of_the_limit(rng, monkeypatch, fmt,
     D = np.einsum("ia,b->iab", np.eye(n), x) + np.einsum("ij,jab->iab", W, dx)
     expected = vec(D, order)
     nnz = expected.size
-    monkeypatch.setattr(_validation, "INT32_INDEX_MAX", nnz - 1)
+    monkeypatch.setattr(_validation.core, "INT32_INDEX_MAX", nnz - 1)
     assert_sparse(J.tosparse(fmt, order), fmt, expected, np.int64, exact=False)
-    monkeypatch.setattr(_validation, "INT32_INDEX_MAX", nnz)
+    monkeypatch.setattr(_validation.core, "INT32_INDEX_MAX", nnz)
     assert_sparse(J.tosparse(fmt, order), fmt, expected, np.int32, exact=False)

@@ -2,7 +2,7 @@
 the memory guard; and the inputs that must be accepted (lists, views of every layout,
 read-only, byte-swapped, broadcast) giving the same results as a fresh C-contiguous copy.
 
-Every `raise` in matderiv/_validation.py, _memory.py, jacobian.py and checking.py has
+Every `raise` in matderiv/_validation/, _memory.py, jacobian.py and checking.py has
 a pytest.raises(..., match=...) here or in test_checking.py / test_jacobian.py.
 """
 from __future__ import annotations

@@ -22,7 +22,7 @@ Where things are (each module imports only those listed before it):
   _kronecker.py     the Kronecker family: A @ W @ B, and W @ x, x @ W stored as x alone
   _total.py         the product-rule Jacobian of W @ x(W) (jacobian_wx with W and dx_dW)
   _constructors.py  jacobian_wx, jacobian_xw, jacobian_awb and hstack_operators
-Argument checks are in matderiv/_validation.py ("Jacobian arguments").
+Argument checks are in matderiv/_validation/jacobian.py.
 """
 from ._base import Jacobian
 from ._constructors import hstack_operators, jacobian_awb, jacobian_wx, jacobian_xw

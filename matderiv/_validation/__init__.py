@@ -1,0 +1,11 @@
+"""The one place for input checks: every public function validates its arguments here
+before a kernel sees anything, and counts bytes before copying anything.
+
+Kernels only ever see C-contiguous arrays of float32, float64, complex64 or complex128
+in native byte order; everything is checked and coerced first.
+
+core      arrays, batches and options: dtype policy, shapes, out=, n, n_threads, bytes
+jacobian  the factors, left products, operands and blocks of matderiv.jacobian
+"""
+from .core import *  # noqa: F401,F403 (the checks are used as _validation.<name>)
+from .jacobian import *  # noqa: F401,F403
