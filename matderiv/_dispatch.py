@@ -1,10 +1,15 @@
-"""Route dask-array inputs of the batched functions to their dask implementations.
+"""Route dask-array inputs, and structured inputs (a convolution's lazy patches, an
+embedding's indices), of the batched functions to their implementations.
 
 The in-memory functions are wrapped by `dask_aware`; matderiv.dask registers an
 implementation for each of them (`register`) when it is imported.  The one reference
 from the in-memory layer to dask is the lazy plugin load on the first dask input: the
 check looks at types only (numpy arrays pass it first, in identity tests) and a dask
 collection is recognised by its `__dask_graph__`, so a numpy call never imports dask.
+
+A structured input type registers its implementations with `register_input` (matderiv.layers
+does, when matderiv is imported); an X of that type is routed to them before any other check,
+dask or not (the implementation handles a structured input that holds dask arrays).
 """
 from __future__ import annotations
 
@@ -23,10 +28,18 @@ PLUGIN = "matderiv.dask"
 #: public function -> its implementation for dask inputs
 _implementations: dict[Callable[..., Any], Callable[..., Any]] = {}
 
+#: (public function, type of X) -> its implementation for that structured input
+_structured: dict[tuple[Callable[..., Any], type], Callable[..., Any]] = {}
+
 
 def register(public: Callable[..., Any], implementation: Callable[..., Any]) -> None:
     """Call `implementation` instead of the dask_aware function `public` on dask inputs."""
     _implementations[public] = implementation
+
+
+def register_input(public: Callable[..., Any], kind: type, implementation: Callable[..., Any]) -> None:
+    """Call `implementation` instead of the dask_aware function `public` when X is a `kind`."""
+    _structured[(public, kind)] = implementation
 
 
 def _is_dask(obj: Any) -> bool:
@@ -43,11 +56,14 @@ def _has_dask(X: Any, G: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> 
 
 
 def dask_aware(func: F) -> F:
-    """func for in-memory inputs; its registered implementation when an input is a dask
-    collection (matderiv.dask is imported on the first such call)."""
+    """func for in-memory inputs; the registered implementation for X's type when X is a
+    structured input; the dask implementation when an input is a dask collection
+    (matderiv.dask is imported on the first such call)."""
 
     @functools.wraps(func)
     def wrapper(X: Any, G: Any, *args: Any, **kwargs: Any) -> Any:
+        if type(X) is not np.ndarray and (wrapper, type(X)) in _structured:
+            return _structured[(wrapper, type(X))](X, G, *args, **kwargs)
         if not _has_dask(X, G, args, kwargs):
             return func(X, G, *args, **kwargs)
         if wrapper not in _implementations:

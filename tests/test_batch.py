@@ -161,3 +161,22 @@ def test_grad_variance_2d_in_many_blocks(monkeypatch):
     for a, b in zip(whole, pieces):
         np.testing.assert_allclose(a, b, rtol=1e-12)
     np.testing.assert_allclose(whole[0], _exact_var(X, G), rtol=1e-10)
+
+
+def test_a_registered_structured_input_is_routed_to_its_implementation(monkeypatch):
+    """_dispatch.register_input: an X of the registered type goes to its implementation
+    (with every argument), before any check; other types and other functions do not."""
+    from matderiv import _dispatch
+
+    class Lazy:
+        pass
+
+    calls = []
+    monkeypatch.setattr(_dispatch, "_structured", {})
+    _dispatch.register_input(md.batch_grad, Lazy, lambda X, G, *a, **kw: calls.append((X, G, a, kw)) or "routed")
+    X = Lazy()
+    assert md.batch_grad(X, "G", bias=True) == "routed"
+    assert calls == [(X, "G", (), {"bias": True})]
+    with pytest.raises(ValueError, match=r"X: expected a 2-D or 3-D array, got 0-D"):
+        md.per_sample_grad_norms(X, np.ones((2, 3)))  # not registered for this function
+    np.testing.assert_array_equal(md.batch_grad(np.ones((2, 3)), np.ones((2, 1))), np.full((1, 3), 2.0))
