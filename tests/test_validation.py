@@ -798,3 +798,41 @@ def test_objects_with___array___are_accepted_everywhere():
     G = np.arange(4.0).reshape(2, 2)
     assert np.array_equal(md.per_sample_grads(_ArrayLikeOnly(X), _ArrayLikeOnly(G)), np.einsum("bi,bj->bij", G, X))
     assert np.array_equal(md.batch_grad(_ArrayLikeOnly(X), _ArrayLikeOnly(G)), G.T @ X)
+
+
+# --- a convolution's parameters ----------------------------------------------------------------
+def test_conv_geometry_matches_the_output_size_formula():
+    """out = floor((S + 2p - d(k-1) - 1)/s) + 1 per axis, by a plain loop over the positions a
+    window can start at."""
+    for S, k, s, p, d in [(7, 3, 1, 0, 1), (7, 3, 2, 1, 1), (8, 2, 3, 2, 2), (5, 5, 1, 0, 1), (1, 3, 1, 1, 1)]:
+        starts = [i for i in range(-p, S + p) if i + d * (k - 1) <= S + p - 1][::s]
+        g = _validation.conv_geometry((S,), k, s, p, d)
+        assert g.out == (len(starts),) and g.positions == len(starts) and g.window == k
+    g = _validation.conv_geometry((5, 6), (3, 2), (1, 2), (0, 1), 1)
+    assert g == ((5, 6), (3, 2), (1, 2), (0, 1), (1, 1), (3, 4)) and g.positions == 12 and g.window == 6
+
+
+@pytest.mark.parametrize(
+    "args, error, match",
+    [
+        (((5,), 0, 1, 0, 1), ValueError, r"kernel_size: expected ints of at least 1, got 0"),
+        (((5,), 3, 0, 0, 1), ValueError, r"stride: expected ints of at least 1, got 0"),
+        (((5,), 3, 1, -1, 1), ValueError, r"padding: expected ints of at least 0, got -1"),
+        (((5,), 3, 1, 0, 0), ValueError, r"dilation: expected ints of at least 1, got 0"),
+        (((5, 5), (3, 3, 3), 1, 0, 1), ValueError, r"kernel_size: expected an int or 2 ints"),
+        (((5,), 2.0, 1, 0, 1), TypeError, r"kernel_size: expected ints, got float 2.0"),
+        (((5,), True, 1, 0, 1), TypeError, r"kernel_size: expected ints, got bool"),
+        (((5,), 6, 1, 0, 1), ValueError, r"kernel_size: expected a dilated kernel .* no larger than the padded input"),
+        (((5,), 3, 1, 0, 3), ValueError, r"kernel_size: .*\(7,\).* padded input .*\(5,\)"),
+    ],
+)
+def test_conv_geometry_refuses_bad_parameters(args, error, match):
+    with pytest.raises(error, match=match):
+        _validation.conv_geometry(*args)
+
+
+def test_conv_input_takes_batched_or_single_samples():
+    assert _validation.conv_input(np.ones((2, 3, 4))).shape == (2, 3, 4)
+    assert _validation.conv_input(np.ones((3, 4)), batched=False).shape == (3, 4)
+    with pytest.raises(ValueError, match=r"x: expected a 3-D or 4-D array, got 2-D"):
+        _validation.conv_input(np.ones((3, 4)))
