@@ -8,6 +8,7 @@ finite-difference checker.
 from ._config import get_serial_below_bytes, set_serial_below_bytes
 from ._memory import OutputTooLargeError
 from .checking import JacobianCheck, JacobianMismatch, check_jacobian, numerical_jacobian
+from .combined import batch_stats
 from .gradients import batch_grad, clip_and_sum, per_sample_grad_norms, per_sample_grads
 from .jacobian import (
     Jacobian,
@@ -33,6 +34,7 @@ __all__ = [
     "TotalJacobian",
     "__version__",
     "batch_grad",
+    "batch_stats",
     "check_jacobian",
     "clip_and_sum",
     "get_serial_below_bytes",

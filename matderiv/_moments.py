@@ -15,11 +15,11 @@ A Moments holds its mean relative to its shift, so partials merge without cancel
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
-from ._batch import FLOAT32_BLOCK_ROWS, Batch, block_rows, float64_blocks, grad_blocks, rows
+from ._batch import FLOAT32_BLOCK_ROWS, Batch, block_rows, float64_blocks, grad_blocks, oriented, rows
 
 #: The plain 2-D sums are kept where S2 <= PLAIN_LOSS * B * var, i.e. at most this factor of
 #: the variance was lost to cancellation (about log10 of it in digits).
@@ -58,6 +58,25 @@ class Moments(NamedTuple):
 
     def grad_mean(self) -> np.ndarray:
         return self.mean + self.steps * np.outer(self.a, self.c)
+
+    def results(self, want: frozenset[str], ddof: int, convention: str, dtype: np.dtype) -> dict[str, Any]:
+        """Those of "grad" (sum_b g_b = count mean), "sum_grad_squared" (sum_b g_b^2 = M2 +
+        count mean^2: two non-negative terms, no cancellation) and "variance" (M2 / (count -
+        ddof)) that are in `want`, W's in the convention and dtype; each a pair with db's
+        with bias."""
+        with np.errstate(invalid="ignore", over="ignore"):
+            mean = self.grad_mean()
+            found = {"grad": self.count * mean, "sum_grad_squared": self.m2 + self.count * np.square(mean),
+                     "variance": per_dof(self.m2, self.count, ddof)}
+            if self.bias_mean is not None:
+                mean_b = self.bias_mean + self.steps * self.a
+                found_b = {"grad": self.count * mean_b, "sum_grad_squared": self.bias_m2 + self.count * np.square(mean_b),
+                           "variance": per_dof(self.bias_m2, self.count, ddof)}
+        results: dict[str, Any] = {}
+        for name in want & found.keys():
+            dW = oriented(found[name], convention, dtype)
+            results[name] = dW if self.bias_mean is None else (dW, found_b[name].astype(dtype))
+        return results
 
     def merge(self, other: Moments) -> Moments:
         """Chan et al.'s pairwise update, M2 = M2_a + M2_b + delta^2 n_a n_b / n, with

@@ -120,11 +120,7 @@ def grad_variance(
     ddof = v.check_size(ddof, "ddof")
     inp = Inputs(X, G)
     b = inp.load(inp.parts(inp.w_shape(convention), bias), what="grad_variance", max_bytes=max_bytes)
-    moments = _moments.moments(b, bias)
-    vW = _batch.oriented(_moments.per_dof(moments.m2, b.B, ddof), convention, b.dtype)
-    if not bias:
-        return vW
-    return vW, _moments.per_dof(moments.bias_m2, b.B, ddof).astype(b.dtype)
+    return _moments.moments(b, bias).results(frozenset(["variance"]), ddof, convention, b.dtype)["variance"]
 
 
 # --- gradient dot products --------------------------------------------------------------------

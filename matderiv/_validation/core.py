@@ -124,6 +124,16 @@ def check_choice(value: Any, name: str, choices: tuple[str, ...]) -> str:
     return value
 
 
+def check_names(value: Any, name: str, choices: tuple[str, ...]) -> frozenset[str]:
+    """Several of a fixed set of strings, as a list or tuple (a lone string is refused: its
+    letters would be taken for names); repeats count once."""
+    if not isinstance(value, (list, tuple)):
+        raise TypeError(f"{name}: expected a list or tuple of names, got {type(value).__name__} {value!r}")
+    for item in value:
+        check_choice(item, name, choices)
+    return frozenset(value)
+
+
 def check_shape(arr: np.ndarray, name: str, shape: tuple[int, ...]) -> None:
     if arr.shape != tuple(shape):
         raise ValueError(f"{name}: expected shape {shape_str(tuple(shape))}, got {shape_str(arr.shape)}")

@@ -20,13 +20,14 @@ except ImportError as exc:
         "install them with: pip install matderiv[dask]"
     ) from exc
 
-from .. import gradients as in_memory, statistics as in_memory_statistics
+from .. import combined as in_memory_combined, gradients as in_memory, statistics as in_memory_statistics
 from .._dispatch import register
+from .combined import batch_stats
 from .gradients import batch_grad, clip_and_sum, per_sample_grad_norms, per_sample_grads
 from .statistics import grad_variance, kfac_factors, per_sample_grad_dots, sum_grad_squared
 
 __all__ = [
-    "batch_grad", "clip_and_sum", "grad_variance", "kfac_factors", "per_sample_grad_dots",
+    "batch_grad", "batch_stats", "clip_and_sum", "grad_variance", "kfac_factors", "per_sample_grad_dots",
     "per_sample_grad_norms", "per_sample_grads", "sum_grad_squared",
 ]
 
@@ -40,5 +41,6 @@ for _public, _lazy in (
     (in_memory_statistics.grad_variance, grad_variance),
     (in_memory_statistics.per_sample_grad_dots, per_sample_grad_dots),
     (in_memory_statistics.kfac_factors, kfac_factors),
+    (in_memory_combined.batch_stats, batch_stats),
 ):
     register(_public, _lazy)

@@ -69,31 +69,28 @@ def grad_variance(
     ddof = v.check_size(ddof, "ddof")
     Xd, Gd, dtype = inputs(X, G)
     outputs = _output_check("grad_variance", Xd, Gd, convention, bias, dtype, max_bytes)
-    chunks = Chunks(_chunk_moments, Xd, Gd, bias=bias)
-    finalize = functools.partial(_variances, Xd.shape[0], ddof, convention, dtype)
-    result = chunks.reduction(range(len(_moments.Moments._fields)), _merge, finalize, outputs)
+    chunks = Chunks(chunk_moments, Xd, Gd, bias=bias)
+    finalize = functools.partial(_variances, ddof, convention, dtype)
+    result = chunks.reduction(range(len(_moments.Moments._fields)), merge_moments, finalize, outputs)
     return result if bias else result[0]
 
 
-def _chunk_moments(X: np.ndarray, G: np.ndarray, *, bias: bool) -> _moments.Moments:
+def chunk_moments(X: np.ndarray, G: np.ndarray, *, bias: bool) -> _moments.Moments:
     """One chunk's Moments of g_b (and of db_b with bias), as the in-memory
     grad_variance forms them: mean relative to the chunk's shift, M2 in float64."""
     return _moments.moments(Inputs(X, G).load([], what="grad_variance"), bias)
 
 
-def _merge(parts: list[tuple[Any, ...]]) -> _moments.Moments:
+def merge_moments(parts: list[tuple[Any, ...]]) -> _moments.Moments:
     """Chan et al.'s update over partial Moments (shifted means: no cancellation when the
     mean dominates); a partial of no samples contributes nothing."""
     return functools.reduce(_moments.Moments.merge, (_moments.Moments(*p) for p in parts))
 
 
-def _variances(B: int, ddof: int, convention: str, dtype: np.dtype, part: tuple[Any, ...]) -> tuple[np.ndarray, ...]:
+def _variances(ddof: int, convention: str, dtype: np.dtype, part: tuple[Any, ...]) -> tuple[np.ndarray, ...]:
     """(vW[, vb]) from the merged partial: M2 / (B - ddof), in the convention and dtype."""
-    merged = _moments.Moments(*part)
-    vW = _batch.oriented(_moments.per_dof(merged.m2, B, ddof), convention, dtype)
-    if merged.bias_m2 is None:
-        return (vW,)
-    return vW, _moments.per_dof(merged.bias_m2, B, ddof).astype(dtype)
+    found = _moments.Moments(*part).results(frozenset(["variance"]), ddof, convention, dtype)["variance"]
+    return found if isinstance(found, tuple) else (found,)
 
 
 # --- gradient dot products --------------------------------------------------------------------

@@ -1,0 +1,100 @@
+"""Several statistics of one batch in one call, sharing the work (as BackPACK extends one
+backward pass): the gradient and the sum of squares come out of the variance's moments,
+and the norms out of the clipped sum's pass.
+
+    stats = md.batch_stats(X, G, ("grad", "variance", "norms", "clipped"), max_norm=1.0)
+    stats["variance"], stats["norms"]
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from numpy.typing import ArrayLike
+
+from . import _moments
+from . import _validation as v
+from ._batch import CONVENTIONS, Inputs
+from ._dispatch import dask_aware
+from .gradients import batch_grad, clip_and_sum, per_sample_grad_norms
+from .statistics import kfac_factors, sum_grad_squared
+
+__all__ = ["STATS", "batch_stats"]
+
+#: The names batch_stats computes.
+STATS = ("grad", "norms", "clipped", "sum_grad_squared", "variance", "kfac")
+#: Those the variance's moments give.
+FROM_MOMENTS = frozenset(("grad", "sum_grad_squared", "variance"))
+
+
+@dask_aware
+def batch_stats(
+    X: ArrayLike,
+    G: ArrayLike,
+    what: list[str] | tuple[str, ...],
+    *,
+    max_norm: float | None = None,
+    convention: str = "Wx",
+    bias: bool = False,
+    ddof: int = 0,
+    max_bytes: int | None = None,
+    n_threads: int | None = None,
+) -> dict[str, Any]:
+    """The statistics named in `what` (any of STATS) of one batch, as a dict keyed by name,
+    each equal to its own function's result (with bias, the same pairs and triples):
+
+      "grad"              batch_grad(X, G): sum_b g_b
+      "norms"             per_sample_grad_norms(X, G): ||g_b||, (B,)
+      "clipped"           clip_and_sum(X, G, max_norm) without its norms: dW (or (dW, db))
+      "sum_grad_squared"  sum_grad_squared(X, G): sum_b g_b * g_b
+      "variance"          grad_variance(X, G, ddof=ddof)
+      "kfac"              kfac_factors(X, G): (A, S)
+
+    Shared work: with "variance", "grad" = B mean and "sum_grad_squared" = M2 + B mean^2
+    come from its moments (no further GEMM); "norms" with "clipped" come from clip_and_sum's
+    one pass.  Outputs are counted together against max_bytes before anything is computed.
+    """
+    want, clip, bias, ddof = check_args(what, max_norm, convention, bias, ddof, n_threads)
+    inp = Inputs(X, G)
+    b = inp.load(output_parts(inp, want, convention, bias), what="batch_stats", max_bytes=max_bytes)
+    X, G, same = b.X, b.G, {"convention": convention, "bias": bias, "max_bytes": max_bytes}
+    results: dict[str, Any] = {}
+    if "variance" in want:
+        results.update(_moments.moments(b, bias).results(want & FROM_MOMENTS, ddof, convention, b.dtype))
+    else:
+        if "grad" in want:
+            results["grad"] = batch_grad(X, G, **same)
+        if "sum_grad_squared" in want:
+            results["sum_grad_squared"] = sum_grad_squared(X, G, **same)
+    if "clipped" in want:
+        *clipped, norms = clip_and_sum(X, G, clip, n_threads=n_threads, **same)
+        results["clipped"] = tuple(clipped) if bias else clipped[0]
+        if "norms" in want:
+            results["norms"] = norms
+    elif "norms" in want:
+        results["norms"] = per_sample_grad_norms(X, G, bias=bias, n_threads=n_threads)
+    if "kfac" in want:
+        results["kfac"] = kfac_factors(X, G, bias=bias, max_bytes=max_bytes)
+    return {name: results[name] for name in STATS if name in want}
+
+
+def check_args(what: Any, max_norm: Any, convention: Any, bias: Any, ddof: Any, n_threads: Any) -> tuple:
+    """(want, clip, bias, ddof) checked: the names asked for, the clipping norm (None where
+    not given), the flag and ddof (in memory and on dask)."""
+    want = v.check_names(what, "what", STATS)
+    if "clipped" in want and max_norm is None:
+        raise ValueError("max_norm: \"clipped\" in what needs max_norm (the clipping norm), got None")
+    clip = v.positive_float(max_norm, "max_norm") if max_norm is not None else None
+    v.check_choice(convention, "convention", CONVENTIONS)
+    v.n_threads_value(n_threads)
+    return want, clip, v.check_flag(bias, "bias"), v.check_size(ddof, "ddof")
+
+
+def output_parts(inp: Inputs, want: frozenset[str], convention: str, bias: bool) -> list:
+    """The (shape, dtype) of every output named in want, counted together."""
+    weight = inp.parts(inp.w_shape(convention), bias)
+    parts = [part for name in ("grad", "clipped", "sum_grad_squared", "variance") if name in want for part in weight]
+    if want & {"norms", "clipped"}:
+        parts.append(((inp.B,), inp.dtype))
+    if "kfac" in want:
+        parts += [((inp.m + bias,) * 2, inp.dtype), ((inp.n,) * 2, inp.dtype)]
+    return parts
