@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import _batch, gradients, statistics
+from .. import _batch, combined, gradients, statistics
 from .timing import Row, best_time, data
 
 #: Materializing references run only when the (B, n, m) stack is at most this large.
@@ -93,6 +93,23 @@ def _float32_vs_float64(rng: np.random.Generator, lead: tuple[int, ...], nm: int
     return rows
 
 
+def _batch_stats(X: np.ndarray, G: np.ndarray, repeat: int) -> list[Row]:
+    """batch_stats against the single function that does the shared work (or the two GEMMs)."""
+    Xf, Gf = _batch.rows(X), _batch.rows(G)
+    cases = (
+        (("grad", "variance"), {"grad_variance alone": lambda: statistics.grad_variance(X, G)}),
+        (("norms", "clipped"), {"clip_and_sum alone": lambda: gradients.clip_and_sum(X, G, 1.0)}),
+        (("grad", "sum_grad_squared"), {"numpy G.T @ X, (G*G).T @ (X*X)": lambda: (Gf.T @ Xf, np.square(Gf).T @ np.square(Xf))}
+         if X.ndim == 2 else {"batch_grad + sum_grad_squared": lambda: (gradients.batch_grad(X, G), statistics.sum_grad_squared(X, G))}),
+    )
+    rows = []
+    for what, refs in cases:
+        ours = best_time(lambda: combined.batch_stats(X, G, what, max_norm=1.0), repeat)
+        rows.append(Row(f"batch_stats {'+'.join(what)} {_dims(X)}", ours, None,
+                        {name: best_time(fn, repeat) for name, fn in refs.items()}))
+    return rows
+
+
 def statistics_rows(quick: bool) -> list[Row]:
     """Every statistics benchmark row; quick=True: smaller sizes and fewer repeats."""
     rng = np.random.default_rng(0)
@@ -112,4 +129,6 @@ def statistics_rows(quick: bool) -> list[Row]:
     rows.append(_dots(*data(rng, (B3, T3 // 8), n3, n3, np.float64), r))  # short sequences: Gram
     rows.append(_dots(*data(rng, (B3 // 2, T3), n3 // 4, n3 // 4, np.float64), r))  # long, small layer
     rows += _float32_vs_float64(rng, (Bd,), nd, r)
+    for dtype in (np.float64, np.float32):
+        rows += _batch_stats(*data(rng, (B2,), n2, n2, dtype), r)
     return rows
