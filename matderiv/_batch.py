@@ -81,13 +81,38 @@ def block_rows(per_sample_bytes: int, b: Batch, samples: int | None = None) -> i
 def gemm(Xc: np.ndarray, Gc: np.ndarray, convention: str) -> np.ndarray:
     """sum_b g_b as one GEMM over all B*T rows: G_flat.T @ X_flat ("Wx") or X_flat.T @ G_flat."""
     Xf, Gf = rows(Xc), rows(Gc)
-    return Gf.T @ Xf if convention == "Wx" else Xf.T @ Gf
+    return product(Gf, Xf) if convention == "Wx" else product(Xf, Gf)
+
+
+#: A misaligned GEMM operand is copied into an aligned buffer of about this many bytes at a
+#: time (cache-sized: the GEMM reads the copy back from cache, not from memory).
+STAGE_BYTES = 1 << 20
+
+
+def product(A: np.ndarray, C: np.ndarray) -> np.ndarray:
+    """A.T @ C for 2-D A (k, p) and C (k, q) of one dtype: one GEMM where both are aligned;
+    else over blocks of rows, each misaligned operand's block first copied into a small
+    aligned buffer (numpy's matmul skips BLAS for misaligned arrays), summed in their dtype
+    like the single GEMM's accumulation."""
+    if A.flags.aligned and C.flags.aligned:
+        return A.T @ C
+    step = max(1, STAGE_BYTES // max(1, A.strides[0], C.strides[0]))
+    staged = [None if M.flags.aligned else np.empty((min(step, len(M)), M.shape[1]), M.dtype) for M in (A, C)]
+    out = np.zeros((A.shape[1], C.shape[1]), A.dtype)
+    for lo in range(0, len(A), step):
+        blocks = [M[lo : lo + step] for M in (A, C)]
+        for i, buf in enumerate(staged):
+            if buf is not None:
+                blocks[i] = buf[: len(blocks[i])]
+                np.copyto(blocks[i], (A, C)[i][lo : lo + step])
+        out += blocks[0].T @ blocks[1]
+    return out
 
 
 # --- inputs ------------------------------------------------------------------------------
 class Batch:
-    """Validated X and G: C-contiguous, aligned, native byte order, one dtype (float32 or
-    float64), X (B, [T,] m) and G (B, [T,] n)."""
+    """Validated X and G: C-contiguous, native byte order, one dtype (float32 or float64),
+    X (B, [T,] m) and G (B, [T,] n); aligned unless loaded with aligned=False."""
 
     __slots__ = ("X", "G", "max_bytes", "committed", "_budget")
 
@@ -136,23 +161,29 @@ class Inputs:
         """An output of `shape` and, with bias, the bias output (n,), in the result dtype."""
         return [(shape, self.dtype)] + ([((self.n,), self.dtype)] if bias else [])
 
-    def copies(self, dtype: np.dtype | None = None) -> list[Part]:
+    def copies(self, dtype: np.dtype | None = None, aligned: bool = True) -> list[Part]:
         """The copies of X and G that coercion to `dtype` (default: theirs) makes."""
         dtype = self.dtype if dtype is None else np.dtype(dtype)
-        return [(a.shape, dtype) for a in (self.X, self.G) if v.needs_copy(a, dtype)]
+        return [(a.shape, dtype) for a in (self.X, self.G) if v.needs_copy(a, dtype, aligned=aligned)]
 
-    def coerce(self, dtype: np.dtype | None = None, max_bytes: int | None = None, committed: int = 0) -> Batch:
-        """The Batch in `dtype`; its temporaries are bounded by max_bytes less `committed`."""
+    def coerce(self, dtype: np.dtype | None = None, max_bytes: int | None = None, committed: int = 0,
+               aligned: bool = True) -> Batch:
+        """The Batch in `dtype`; its temporaries are bounded by max_bytes less `committed`.
+        aligned=False keeps misaligned inputs as they are (see v.contiguous)."""
         dtype = self.dtype if dtype is None else np.dtype(dtype)
-        return Batch(v.contiguous(self.X, dtype), v.contiguous(self.G, dtype), max_bytes, committed)
+        X, G = (v.contiguous(a, dtype, aligned=aligned) for a in (self.X, self.G))
+        return Batch(X, G, max_bytes, committed)
 
-    def load(self, parts: list[Part], *, what: str, max_bytes: int | None = None, hint: str = "") -> Batch:
+    def load(self, parts: list[Part], *, what: str, max_bytes: int | None = None, hint: str = "",
+             aligned: bool = True) -> Batch:
         """The Batch, once the outputs `parts` and the copies coercion makes fit the
         memory limit (OutputTooLargeError before anything is copied); the rest of
-        max_bytes, or a share of the memory limit, bounds its temporaries."""
-        copies = self.copies()
+        max_bytes, or a share of the memory limit, bounds its temporaries.  aligned=False:
+        misaligned inputs are not copied, for callers whose every read of them is safe
+        (the row kernels; GEMMs through `product`, which stages them block by block)."""
+        copies = self.copies(aligned=aligned)
         check_output_bytes(parts, what=what, max_bytes=max_bytes, hint=hint, copies=copies)
-        return self.coerce(None, max_bytes, nbytes(parts + copies))
+        return self.coerce(None, max_bytes, nbytes(parts + copies), aligned)
 
 
 # --- per-sample gradients in blocks --------------------------------------------------------

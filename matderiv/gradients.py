@@ -128,8 +128,8 @@ def batch_grad(
     v.check_choice(reduce, "reduce", REDUCTIONS)
     bias = v.check_flag(bias, "bias")
     inp = Inputs(X, G)
-    b = inp.load(inp.parts(inp.w_shape(convention), bias), what="batch_grad", max_bytes=max_bytes)
-    dW = _batch.gemm(b.X, b.G, convention)
+    b = inp.load(inp.parts(inp.w_shape(convention), bias), what="batch_grad", max_bytes=max_bytes, aligned=False)
+    dW = _batch.gemm(b.X, b.G, convention)  # misaligned inputs staged block by block
     db = _batch.rows(b.G).sum(axis=0) if bias else None
     if reduce == "mean":
         with np.errstate(invalid="ignore", divide="ignore"):
@@ -175,7 +175,8 @@ def per_sample_grad_norms(
     bias = v.check_flag(bias, "bias")
     threads = v.n_threads_value(n_threads)
     inp = Inputs(X, G)
-    b = inp.load([((inp.B,), inp.dtype)], what="per_sample_grad_norms")
+    # 2-D: the row kernels read misaligned inputs in place
+    b = inp.load([((inp.B,), inp.dtype)], what="per_sample_grad_norms", aligned=inp.ndim == 3)
     return _batch.norms(b, bias, threads).astype(b.dtype, copy=False)
 
 
@@ -228,7 +229,7 @@ def clip_and_sum(
     B, n, m, dtype = inp.B, inp.n, inp.m, inp.dtype
     scaled = inp.G.shape[:-1] + (min(n, m),)
     parts = inp.parts(inp.w_shape(convention), bias) + [((B,), dtype), (scaled, dtype)]
-    b = inp.load(parts, what="clip_and_sum", max_bytes=max_bytes)
+    b = inp.load(parts, what="clip_and_sum", max_bytes=max_bytes, aligned=inp.ndim == 3)  # 2-D: read in place
     materialize = b.ndim == 3 and clip_route(b) == "materialize"
     # c_b g_b = (c_b G[b]) (x) X[b] = G[b] (x) (c_b X[b]): scale the narrower of the two
     scale_G = n <= m
@@ -249,7 +250,7 @@ def clip_and_sum(
         norms = norms64.astype(dtype)
         if not bias:
             return dW, norms
-        db = b.bias_grads().T @ factor.astype(dtype)  # sum_b c_b db_b
+        db = _batch.product(b.bias_grads(), factor.astype(dtype)[:, None])[:, 0]  # sum_b c_b db_b
     return dW, db, norms
 
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import matderiv as md
-from conftest import assert_every_kernel_threaded, kernel_calls_since
+from conftest import assert_every_kernel_threaded, kernel_calls_since, peak_bytes
 from matderiv import _memory, _threads
 from matderiv import _validation as v
 from matderiv._info import report
@@ -328,6 +328,36 @@ def test_misaligned_gradient_inputs(dtype, ndim):
         np.testing.assert_array_equal(fn(Xo, Go), fn(X, G))
     for got, want in zip(md.clip_and_sum(Xo, Go, 0.5, bias=True), md.clip_and_sum(X, G, 0.5, bias=True)):
         np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("bias", [False, True])
+def test_misaligned_inputs_are_staged_block_by_block(monkeypatch, dtype, bias):
+    """2-D batch_grad and clip_and_sum stage misaligned rows into a small aligned buffer in
+    front of each GEMM (here 2 rows at a time: many blocks, a last short one), and the norms'
+    kernels read them in place: the results are those of the aligned inputs, and no copy of
+    X or G is made (peak memory below one input, clip_and_sum's scaled copy aside)."""
+    from matderiv import _batch
+
+    monkeypatch.setattr(_batch, "STAGE_BYTES", 1)
+    rng = np.random.default_rng(5)
+    X, G = rng.standard_normal((7, 5)).astype(dtype), rng.standard_normal((7, 4)).astype(dtype)
+    Xo, Go = _misaligned(X), _misaligned(G)
+    rtol = 1e-5 if dtype == np.float32 else 1e-13
+    for convention in ("Wx", "xW"):
+        got, want = (md.batch_grad(A, C, convention=convention, bias=bias) for A, C in ((Xo, Go), (X, G)))
+        for g, w in zip(got if bias else (got,), want if bias else (want,)):
+            np.testing.assert_allclose(g, w, rtol=rtol)
+        for got, want in zip(md.clip_and_sum(Xo, Go, 0.7, convention=convention, bias=bias),
+                             md.clip_and_sum(X, G, 0.7, convention=convention, bias=bias)):
+            np.testing.assert_allclose(got, want, rtol=rtol)
+    np.testing.assert_array_equal(md.per_sample_grad_norms(Xo, Go, bias=bias), md.per_sample_grad_norms(X, G, bias=bias))
+    big = [_misaligned(rng.standard_normal((4096, 64)).astype(dtype)) for _ in range(2)]
+    monkeypatch.setattr(_batch, "STAGE_BYTES", 1 << 16)
+    for fn in (md.batch_grad, md.per_sample_grad_norms):
+        assert peak_bytes(lambda: fn(*big)) < big[0].nbytes / 2
+    # clip_and_sum: its scaled copy of one operand (by design), no copy of X or G
+    assert peak_bytes(lambda: md.clip_and_sum(*big, 1.0)) < 1.5 * big[0].nbytes
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64, np.complex128])

@@ -8,54 +8,37 @@ from libc.math cimport fabs, hypot, sqrt
 from ._openmp cimport CLIP_ROWS, GRAM_SQ, OUTER_NORMS, ROW_DOTS, use_team
 
 
+cdef extern from "_rowsums.h" nogil:
+    double md_load_f32(const float *row, Py_ssize_t k)
+    double md_load_f64(const double *row, Py_ssize_t k)
+    double md_sumsq_f32(const float *a, Py_ssize_t K)
+    double md_sumsq_f64(const double *a, Py_ssize_t K)
+    double md_dot_f32(const float *a, const float *b, Py_ssize_t K)
+    double md_dot_f64(const double *a, const double *b, Py_ssize_t K)
+
+
+cdef inline double _load(const floating *row, Py_ssize_t k) noexcept nogil:
+    """row[k] as a double, for a row at any byte address (see _rowsums.h)."""
+    if floating is float:
+        return md_load_f32(row, k)
+    else:
+        return md_load_f64(row, k)
+
+
 cdef inline double _dot(const floating *a, const floating *b, Py_ssize_t K) noexcept nogil:
-    """sum_k a[k] * b[k] in double, eight independent accumulators (no latency chain;
-    the compiler packs them into vector registers)."""
-    cdef double s0 = 0, s1 = 0, s2 = 0, s3 = 0, s4 = 0, s5 = 0, s6 = 0, s7 = 0
-    cdef Py_ssize_t k = 0
-    while k + 8 <= K:
-        s0 += <double>a[k] * <double>b[k]
-        s1 += <double>a[k + 1] * <double>b[k + 1]
-        s2 += <double>a[k + 2] * <double>b[k + 2]
-        s3 += <double>a[k + 3] * <double>b[k + 3]
-        s4 += <double>a[k + 4] * <double>b[k + 4]
-        s5 += <double>a[k + 5] * <double>b[k + 5]
-        s6 += <double>a[k + 6] * <double>b[k + 6]
-        s7 += <double>a[k + 7] * <double>b[k + 7]
-        k += 8
-    while k < K:
-        s0 += <double>a[k] * <double>b[k]
-        k += 1
-    return ((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7))
+    """sum_k a[k] * b[k] in double, vectorized (see _rowsums.h)."""
+    if floating is float:
+        return md_dot_f32(a, b, K)
+    else:
+        return md_dot_f64(a, b, K)
 
 
 cdef inline double _sumsq(const floating *a, Py_ssize_t K) noexcept nogil:
-    """sum_k a[k]^2 in double: _dot(a, a, K) with one load and one conversion per entry."""
-    cdef double s0 = 0, s1 = 0, s2 = 0, s3 = 0, s4 = 0, s5 = 0, s6 = 0, s7 = 0, x
-    cdef Py_ssize_t k = 0
-    while k + 8 <= K:
-        x = a[k]
-        s0 += x * x
-        x = a[k + 1]
-        s1 += x * x
-        x = a[k + 2]
-        s2 += x * x
-        x = a[k + 3]
-        s3 += x * x
-        x = a[k + 4]
-        s4 += x * x
-        x = a[k + 5]
-        s5 += x * x
-        x = a[k + 6]
-        s6 += x * x
-        x = a[k + 7]
-        s7 += x * x
-        k += 8
-    while k < K:
-        x = a[k]
-        s0 += x * x
-        k += 1
-    return ((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7))
+    """sum_k a[k]^2 in double, vectorized (see _rowsums.h)."""
+    if floating is float:
+        return md_sumsq_f32(a, K)
+    else:
+        return md_sumsq_f64(a, K)
 
 
 cdef double _SAFE_MIN = 2.0 ** -960  # a sum of squares at least this large lost nothing to underflow
@@ -71,14 +54,14 @@ cdef inline double _norm(const floating *a, Py_ssize_t K, double shift) noexcept
     if sizeof(floating) == sizeof(float) or s != s or (s >= _SAFE_MIN and s <= DBL_MAX):
         return sqrt(s + shift)
     for k in range(K):
-        x = fabs(a[k])
+        x = fabs(_load(a, k))
         if x > amax:
             amax = x
     if amax == 0 or amax > DBL_MAX:  # all zeros, or an infinite entry
         return sqrt(s + shift)
     s = 0
     for k in range(K):
-        x = a[k] / amax
+        x = _load(a, k) / amax
         s = s + x * x
     return hypot(amax * sqrt(s), sqrt(shift))
 
@@ -218,4 +201,4 @@ def clip_rows(
         cf = <floating>c
         sr = s0 + s * P
         for k in range(P):
-            sr[k] = cf * ar[k]
+            sr[k] = <floating>(cf * _load(ar, k))

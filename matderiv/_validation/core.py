@@ -80,17 +80,19 @@ def common_dtype(arrays: dict[str, np.ndarray], *, allow_complex: bool = True) -
     )
 
 
-def contiguous(arr: np.ndarray, dtype: np.dtype) -> np.ndarray:
-    """A C-contiguous, aligned, native-byte-order array of `dtype` (no copy when arr
-    already is one).
+def contiguous(arr: np.ndarray, dtype: np.dtype, *, aligned: bool = True) -> np.ndarray:
+    """A C-contiguous, native-byte-order array of `dtype`, aligned unless `aligned` is False
+    (no copy when arr already is one).
 
     np.ascontiguousarray keeps an array that starts at an address that is not a multiple
     of its itemsize (a buffer read at an offset, a chunk received from a cluster); numpy's
-    matmul skips BLAS for those (10x slower) and C kernels must not read them, so they
-    are copied into fresh, aligned memory.
+    matmul skips BLAS for those (10x slower) and C kernels must not read them through
+    typed pointers, so they are copied into fresh, aligned memory -- except where the
+    caller reads them safely itself (aligned=False: the row kernels, whose loads work at
+    any address, and GEMMs that stage them block by block, _batch.product).
     """
     out = np.ascontiguousarray(arr, dtype=np.dtype(dtype).newbyteorder("="))
-    return out if out.flags.aligned else out.copy()
+    return out if out.flags.aligned or not aligned else out.copy()
 
 
 def owned(arr: np.ndarray, dtype: np.dtype) -> np.ndarray:
@@ -247,10 +249,11 @@ def byte_setting(text: str | None, name: str, default: int, *, at_most: int | No
     return int(text)
 
 
-def needs_copy(arr: np.ndarray, dtype: np.dtype) -> bool:
-    """Whether contiguous(arr, dtype) copies (what a byte count must include before it does)."""
+def needs_copy(arr: np.ndarray, dtype: np.dtype, *, aligned: bool = True) -> bool:
+    """Whether contiguous(arr, dtype, aligned=aligned) copies (what a byte count must include
+    before it does)."""
     flags = arr.flags
-    return not (arr.dtype == np.dtype(dtype).newbyteorder("=") and flags.c_contiguous and flags.aligned)
+    return not (arr.dtype == np.dtype(dtype).newbyteorder("=") and flags.c_contiguous and (flags.aligned or not aligned))
 
 
 def max_threads() -> int:
