@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from .. import _batch
+from .. import _batch, _moments
 from .. import _validation as v
 from .._kernels import _conv
 from .._memory import check_output_bytes
@@ -161,6 +161,16 @@ class ConvBlocks:
         steps = self.G[lo : lo + k].reshape(k, self.O, self.T).transpose(0, 2, 1)
         np.copyto(Gt, steps, casting="same_kind")
         return U, Gt
+
+    def moments(self, bias: bool) -> _moments.Moments:
+        """The Moments of the per-sample gradients ("Wx", (O, C K)) block by block, merged by
+        Chan's update (each block's mean relative to its own shift: nothing cancels)."""
+        merged = None
+        for _, U, Gt in self:
+            b = _batch.Inputs(U, Gt).load([], what="grad_variance", max_bytes=self.inner_max)
+            found = _moments.moments(b, bias)
+            merged = found if merged is None else merged.merge(found)
+        return merged
 
     def __iter__(self) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
         """(lo, U, Gt) for every block, all in one pair of reused buffers."""

@@ -168,16 +168,6 @@ def sum_grad_squared(X: Conv, G: Any, *, convention: str = "Wx", bias: bool = Fa
     return tuple(found) if bias else found[0]
 
 
-def conv_moments(blocks: ConvBlocks, bias: bool) -> _moments.Moments:
-    """The Moments of the per-sample gradients ("Wx", (O, C K)), block by block, merged with
-    Chan's update (each block's mean relative to its own shift: nothing cancels)."""
-    merged = None
-    for _, U, Gt in blocks:
-        found = _moments.moments(_batch.Inputs(U, Gt).load([], what="grad_variance", max_bytes=blocks.inner_max), bias)
-        merged = found if merged is None else merged.merge(found)
-    return merged
-
-
 def grad_variance(X: Conv, G: Any, *, convention: str = "Wx", bias: bool = False, ddof: int = 0,
                   max_bytes: int | None = None) -> Any:
     """np.var over b of g_b with ddof, (O, C, *kernel) (with bias=True also that of db_b, (O,))."""
@@ -189,7 +179,7 @@ def grad_variance(X: Conv, G: Any, *, convention: str = "Wx", bias: bool = False
     parts = [((O, m), dtype)] + ([((O,), dtype)] if bias else [])
     moments = [((4, O, m), _F64)] + ([((4, O), _F64)] if bias else [])  # a block's and the merged (mean, M2)
     blocks.load(parts, what="grad_variance", max_bytes=max_bytes, partial=moments)
-    found = conv_moments(blocks, bias)
+    found = blocks.moments(bias)
     vW = _shaped(blocks, _moments.per_dof(found.m2, blocks.B, ddof).astype(dtype))
     return (vW, _moments.per_dof(found.bias_m2, blocks.B, ddof).astype(dtype)) if bias else vW
 
