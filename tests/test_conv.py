@@ -438,3 +438,10 @@ def test_blocks_never_hold_the_whole_patches(monkeypatch):
     monkeypatch.setattr(_batch, "BLOCK_BYTES", whole // 16)
     for call in (md.per_sample_grad_norms, md.sum_grad_squared, md.batch_grad):
         assert peak_bytes(lambda: call(X, G)) < whole / 4
+
+
+def test_the_bench_reference_patches_are_the_patches():
+    from matderiv._bench.layers import numpy_patches
+
+    x = np.random.default_rng(0).standard_normal((3, 4, 7, 6))
+    np.testing.assert_array_equal(numpy_patches(x, 3, 1), ref_unfold(x, (x.shape, 3, 1, 1, 1)))

@@ -24,35 +24,33 @@ cdef inline Py_ssize_t _end_inside(Py_ssize_t start, Py_ssize_t step, Py_ssize_t
     return min(k, (size - start + step - 1) // step)
 
 
-cdef inline void _row(
-    const floating *xb, floating *o, Py_ssize_t oh, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,
-    Py_ssize_t OW, Py_ssize_t k1, Py_ssize_t k2, Py_ssize_t s1, Py_ssize_t s2,
+cdef inline void _patch(
+    const floating *xb, floating *o, Py_ssize_t oh, Py_ssize_t ow, Py_ssize_t C, Py_ssize_t H,
+    Py_ssize_t W, Py_ssize_t k1, Py_ssize_t k2, Py_ssize_t s1, Py_ssize_t s2,
     Py_ssize_t p1, Py_ssize_t p2, Py_ssize_t d1, Py_ssize_t d2,
 ) noexcept nogil:
-    """The OW patches of output row oh of one sample (xb: its (C, H, W) input), written
-    contiguously from o: per position, per channel and kernel row, zeros left of the
+    """The patch at output position (oh, ow) of one sample (xb: its (C, H, W) input), its
+    C k1 k2 entries written in order from o: per channel and kernel row, zeros left of the
     input, the input's entries, zeros right of it."""
-    cdef Py_ssize_t ow, c, i, j, ih, w0, jlo, jhi
+    cdef Py_ssize_t c, i, j, ih, w0 = ow * s2 - p2
+    cdef Py_ssize_t jlo = _first_inside(w0, d2, W, k2)
+    cdef Py_ssize_t jhi = max(jlo, _end_inside(w0, d2, W, k2))
     cdef const floating *src
-    for ow in range(OW):
-        w0 = ow * s2 - p2
-        jlo = _first_inside(w0, d2, W, k2)
-        jhi = max(jlo, _end_inside(w0, d2, W, k2))
-        for c in range(C):
-            for i in range(k1):
-                ih = oh * s1 - p1 + i * d1
-                if ih < 0 or ih >= H:
-                    for j in range(k2):
-                        o[j] = 0
-                else:
-                    src = xb + (c * H + ih) * W
-                    for j in range(jlo):
-                        o[j] = 0
-                    for j in range(jlo, jhi):
-                        o[j] = src[w0 + j * d2]
-                    for j in range(jhi, k2):
-                        o[j] = 0
-                o += k2
+    for c in range(C):
+        for i in range(k1):
+            ih = oh * s1 - p1 + i * d1
+            if ih < 0 or ih >= H:
+                for j in range(k2):
+                    o[j] = 0
+            else:
+                src = xb + (c * H + ih) * W
+                for j in range(jlo):
+                    o[j] = 0
+                for j in range(jlo, jhi):
+                    o[j] = src[w0 + j * d2]
+                for j in range(jhi, k2):
+                    o[j] = 0
+            o += k2
 
 
 def unfold(
@@ -64,20 +62,22 @@ def unfold(
     int n_threads,
 ):
     """The patches of samples lo, lo + 1, ... of x into `out` (checked by the caller: the
-    geometry, 0 <= lo, lo + len(out) <= B); OpenMP over (sample, output row) pairs."""
+    geometry, 0 <= lo, lo + len(out) <= B); OpenMP over every (sample, position) pair, in
+    contiguous runs (static schedule): samples when the batch is large, positions when small."""
     cdef Py_ssize_t nb = out.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
     cdef Py_ssize_t k1 = kernel[0], k2 = kernel[1], s1 = stride[0], s2 = stride[1]
     cdef Py_ssize_t p1 = padding[0], p2 = padding[1], d1 = dilation[0], d2 = dilation[1]
-    cdef Py_ssize_t F = C * k1 * k2, rowlen = OW * F, r, b, oh
-    if nb == 0 or OH == 0 or rowlen == 0:
+    cdef Py_ssize_t F = C * k1 * k2, T = OH * OW, r, b, t, oh
+    if nb == 0 or T == 0 or F == 0:
         return
     cdef Py_ssize_t sample = C * H * W
     cdef const floating *x0 = NULL  # an input of no entries is all padding: never read
     if sample > 0:
         x0 = &x[lo, 0, 0, 0]
     cdef floating *o0 = &out[0, 0, 0]
-    cdef bint threaded = use_team(CONV_UNFOLD, nb * OH * rowlen * <Py_ssize_t>sizeof(floating), n_threads)
-    for r in prange(nb * OH, schedule="static", nogil=True, num_threads=n_threads, use_threads_if=threaded):
-        b = r // OH
-        oh = r - b * OH
-        _row(x0 + b * sample, o0 + r * rowlen, oh, C, H, W, OW, k1, k2, s1, s2, p1, p2, d1, d2)
+    cdef bint threaded = use_team(CONV_UNFOLD, nb * T * F * <Py_ssize_t>sizeof(floating), n_threads)
+    for r in prange(nb * T, schedule="static", nogil=True, num_threads=n_threads, use_threads_if=threaded):
+        b = r // T
+        t = r - b * T
+        oh = t // OW
+        _patch(x0 + b * sample, o0 + r * F, oh, t - oh * OW, C, H, W, k1, k2, s1, s2, p1, p2, d1, d2)

@@ -86,7 +86,8 @@ def conv_patches(
 
     x (B, C, L) or (B, C, H, W); kernel_size, stride, padding, dilation: an int or one per
     axis.  float32 stays float32, float64 float64, float16 becomes float32, integers and
-    bools float64.  An OpenMP kernel on n_threads threads writes every byte once.
+    bools float64 (a dask x is computed first).  An OpenMP kernel on n_threads threads
+    writes every byte once.
     max_bytes bounds the output (OutputTooLargeError before anything is allocated)."""
     X = Conv(x, kernel_size, stride=stride, padding=padding, dilation=dilation)
     threads = v.n_threads_value(n_threads)
