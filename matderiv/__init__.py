@@ -20,11 +20,13 @@ from .jacobian import (
     jacobian_wx,
     jacobian_xw,
 )
+from .layers import Conv, conv_patches
 from .statistics import grad_variance, kfac_factors, per_sample_grad_dots, sum_grad_squared
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Conv",
     "Jacobian",
     "JacobianCheck",
     "JacobianMismatch",
@@ -37,6 +39,7 @@ __all__ = [
     "batch_stats",
     "check_jacobian",
     "clip_and_sum",
+    "conv_patches",
     "get_serial_below_bytes",
     "grad_variance",
     "hstack_operators",

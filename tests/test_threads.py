@@ -101,7 +101,24 @@ def _calls() -> list:
                     for label, other in (("self", ()), ("two batches", (X2, G2)))
                     for norm in (False, True)
                 ]
-    return calls
+    return calls + _conv_calls(rng, B)
+
+
+def _conv_calls(rng, B) -> list:
+    """conv_patches and a Conv in the batched functions (kernel (3, 2), stride (2, 1), padding 1,
+    dilation (1, 2): a (3, 9, 7) input gives (5, 7) positions)."""
+    x = _read_only(rng.standard_normal((B, 3, 9, 7)))
+    G = _read_only(rng.standard_normal((B, 5, 5, 7)))
+    geometry = dict(kernel_size=(3, 2), stride=(2, 1), padding=1, dilation=(1, 2))
+    X = md.Conv(x, **geometry)
+    calls = [(f"conv_patches n_threads={nt}", lambda nt=nt: md.conv_patches(x, **geometry, n_threads=nt)) for nt in (None, 2)]
+    return calls + [
+        ("Conv per_sample_grads", lambda: md.per_sample_grads(X, G, bias=True, n_threads=2)),
+        ("Conv per_sample_grad_norms", lambda: md.per_sample_grad_norms(X, G)),
+        ("Conv clip_and_sum", lambda: md.clip_and_sum(X, G, 1.5)),
+        ("Conv grad_variance", lambda: md.grad_variance(X, G, ddof=1)),
+        ("Conv per_sample_grad_dots", lambda: md.per_sample_grad_dots(X, G, normalize=True)),
+    ]
 
 
 def _sparse_arrays(A) -> list:

@@ -10,7 +10,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from .core import as_array, shape_str
+from .core import as_array, shape_str, target_dtype
 
 
 class ConvGeometry(NamedTuple):
@@ -69,7 +69,73 @@ def conv_geometry(
     return ConvGeometry(tuple(spatial), kernel, strides, pads, dilations, out)
 
 
-def conv_input(x: Any, name: str = "x", *, batched: bool = True) -> np.ndarray:
+def is_lazy(obj: Any) -> bool:
+    """Whether obj is a dask collection (recognised by type alone: nothing is imported)."""
+    return hasattr(type(obj), "__dask_graph__")
+
+
+def _seen(obj: Any, name: str) -> Any:
+    """What the checks read: a dask array's shape and dtype as a zero-stride stand-in
+    (nothing computed or allocated), anything else as it is."""
+    if not is_lazy(obj):
+        return obj
+    shape = tuple(obj.shape)
+    if any(d != d for d in shape):  # NaN: unknown chunk sizes
+        raise ValueError(f"{name}: expected known chunk sizes, got shape {shape}; call {name}.compute_chunk_sizes() first")
+    return np.broadcast_to(np.empty((), dtype=obj.dtype), shape)
+
+
+def conv_input(x: Any, name: str = "x", *, batched: bool = True) -> Any:
     """x as an array of (B, C, L) or (B, C, H, W) (batched) or (C, L) or (C, H, W) (one
-    sample), real (the dtype policy of the batched functions); nothing is copied."""
-    return as_array(x, name, (3, 4) if batched else (2, 3), allow_complex=False)
+    sample), real (the dtype policy of the batched functions); nothing is copied.  A dask
+    array is checked by its shape and dtype and returned as it is (nothing computed)."""
+    arr = as_array(_seen(x, name), name, (3, 4) if batched else (2, 3), allow_complex=False)
+    return x if is_lazy(x) else arr
+
+
+def conv_output_grad(G: Any, batch: int, out: tuple[int, ...], name: str = "G") -> Any:
+    """dL/dy of a convolution, (B, O, *out): real, of the convolution's batch size and output
+    spatial shape (any number of channels O).  A dask array is checked by its shape and
+    dtype and returned as it is (nothing computed); anything else as an array (no copy)."""
+    arr = as_array(_seen(G, name), name, len(out) + 2, allow_complex=False)
+    if arr.shape[0] != batch or tuple(arr.shape[2:]) != tuple(out):
+        want = "(" + ", ".join([str(batch), "O", *(str(d) for d in out)]) + ")"
+        raise ValueError(
+            f"{name}: expected shape {want} (batch, output channels, *output spatial), got {shape_str(arr.shape)}"
+        )
+    return G if is_lazy(G) else arr
+
+
+def conv_dtype(*arrays: Any) -> np.dtype:
+    """The result dtype of a convolution's arrays under the batched dtype policy (float16 ->
+    float32, integers and bools -> float64)."""
+    return np.result_type(*(target_dtype(a.dtype, "x", allow_complex=False) for a in arrays))
+
+
+def conv_convention(convention: Any) -> str:
+    """A convolution's gradients have the weight's shape (O, C, *kernel): "Wx" only."""
+    if convention != "Wx" or not isinstance(convention, str):
+        raise ValueError(
+            f"convention: a Conv's gradients have the weight's shape (O, C, *kernel): expected 'Wx', got {convention!r}"
+        )
+    return convention
+
+
+def second_conv(X2: Any, G2: Any, kind: type, X: Any, O: int) -> Any:
+    """per_sample_grad_dots' second batch of a convolution: X2 a `kind` (a Conv) with X's
+    channels and kernel, G2 (checked against X2 by conv_output_grad) with X's O channels."""
+    if X2 is None and G2 is None:
+        return None
+    if X2 is None or G2 is None:
+        raise ValueError(f"X2 and G2: expected both or neither, got {'X2' if G2 is None else 'G2'} only")
+    if not isinstance(X2, kind):
+        raise TypeError(f"X2: expected a {kind.__name__} like X, got {type(X2).__name__}")
+    if (X2.channels, X2.geometry.kernel) != (X.channels, X.geometry.kernel):
+        raise ValueError(
+            f"X2: expected {X.channels} channels and kernel {shape_str(X.geometry.kernel)} like X, "
+            f"got {X2.channels} channels and kernel {shape_str(X2.geometry.kernel)}"
+        )
+    G2 = conv_output_grad(G2, X2.batch, X2.geometry.out, "G2")
+    if G2.shape[1] != O:
+        raise ValueError(f"G2: expected {O} output channels (axis 1) like G, got shape {shape_str(tuple(G2.shape))}")
+    return G2
