@@ -19,11 +19,13 @@ from .jacobian import (
     jacobian_wx,
     jacobian_xw,
 )
+from .layers import Embedding, one_hot
 from .statistics import grad_variance, kfac_factors, per_sample_grad_dots, sum_grad_squared
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Embedding",
     "Jacobian",
     "JacobianCheck",
     "JacobianMismatch",
@@ -43,6 +45,7 @@ __all__ = [
     "jacobian_xw",
     "kfac_factors",
     "numerical_jacobian",
+    "one_hot",
     "per_sample_grad_dots",
     "per_sample_grad_norms",
     "per_sample_grads",
