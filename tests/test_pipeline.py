@@ -44,6 +44,7 @@ def _kernel_results(_=None):
         "3-D norms": md.per_sample_grad_norms(X3, X3[..., :_N], bias=True, n_threads=2),  # gram_sq, row_dots
         "clip_and_sum": md.clip_and_sum(X, G, 1.0, n_threads=2)[0],  # clip_rows
         "batch_grad": md.batch_grad(X, G),
+        "embedding norms": md.per_sample_grad_norms(md.Embedding(X3[..., 0].argsort(axis=1) % 3, 3), X3, n_threads=2),  # group_sums
     }
     for fmt in ("csr", "csc", "coo"):  # kron_csr
         A = Jb.tosparse(fmt, n_threads=2)
