@@ -28,7 +28,7 @@ D = 3
 def _case(name, dtype, seed=0):
     shape, V = CASES[name]
     rng = np.random.default_rng(seed)
-    idx = rng.integers(0, V, shape)
+    idx = rng.integers(0, V, shape).astype(np.uint64 if name == "sparse" else np.int16)
     G = rng.standard_normal(shape + (D,)).astype(dtype)
     return idx, V, G
 

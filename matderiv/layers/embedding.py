@@ -282,7 +282,7 @@ def kfac_factors(E: Embedding, G: Any, *, bias: bool = False, mode: str = "expan
                        max_bytes=max_bytes, hint="")
     lk.load()
     with np.errstate(invalid="ignore", divide="ignore"):
-        A = (np.bincount(lk.idx.ravel(), minlength=lk.V) / lk.N).astype(lk.dtype)
+        A = (np.bincount(lk.keys, minlength=lk.V) / lk.N).astype(lk.dtype)
         S = lk.rows.T @ lk.rows
         S /= lk.B
     return A, S
