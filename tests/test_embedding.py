@@ -277,3 +277,50 @@ def test_against_torch():
     np.testing.assert_allclose(md.per_sample_grads(E, G).toarray().reshape(B, V, d), per_sample, rtol=1e-12)
     np.testing.assert_allclose(md.per_sample_grad_norms(E, G), np.linalg.norm(per_sample.reshape(B, -1), axis=1))
     np.testing.assert_allclose(md.batch_grad(E, G), per_sample.sum(axis=0), rtol=1e-12)
+
+
+# --- dask: idx (and G) chunked along B, against the in-memory functions tested above -------------
+DASK_CALLS = [
+    ("per_sample_grads", (), {}),
+    ("batch_grad", (), {"reduce": "mean"}),
+    ("per_sample_grad_norms", (), {}),
+    ("clip_and_sum", (0.8,), {}),
+    ("sum_grad_squared", (), {}),
+    ("grad_variance", (), {"ddof": 1}),
+    ("per_sample_grad_dots", (), {"normalize": True}),
+    ("kfac_factors", (), {}),
+]
+
+
+@pytest.mark.parametrize("lazy", ["idx", "G", "both"])
+@pytest.mark.parametrize("name, args, kwargs", DASK_CALLS, ids=[c[0] for c in DASK_CALLS])
+def test_dask(name, args, kwargs, lazy):
+    dask = pytest.importorskip("dask")
+    da = pytest.importorskip("dask.array")
+    idx, V, G = _case("coincidences", np.float32)
+    idx, G = np.concatenate([idx, idx[::-1] % 3]), np.concatenate([G, G[::-1] * 1e3])  # B = 12
+    idx_d = da.from_array(idx, chunks=((5, 0, 4, 3), -1)) if lazy != "G" else idx
+    G_d = da.from_array(G, chunks=((7, 5), -1, -1)) if lazy != "idx" else G
+    got = dask.compute(getattr(md, name)(md.Embedding(idx_d, V), G_d, *args, **kwargs))[0]
+    want = getattr(md, name)(md.Embedding(idx, V), G, *args, **kwargs)
+    for g, w in zip(got if isinstance(got, tuple) else (got,), want if isinstance(want, tuple) else (want,)):
+        g, w = (g.toarray(), w.toarray()) if sp.issparse(w) else (g, w)
+        assert g.dtype == w.dtype
+        assert_close(g, w, np.float32)
+    if name == "per_sample_grad_dots":
+        assert np.array_equal(got, got.T)
+
+
+def test_dask_two_batches_and_errors():
+    da = pytest.importorskip("dask.array")
+    idx, V, G = _case("coincidences", np.float64)
+    E, E2 = md.Embedding(da.from_array(idx, chunks=2), V), md.Embedding(da.from_array(idx[:4], chunks=3), V)
+    K = md.per_sample_grad_dots(E, G, E2, G[:4]).compute()
+    np.testing.assert_allclose(K, md.per_sample_grad_dots(md.Embedding(idx, V), G, md.Embedding(idx[:4], V), G[:4]))
+    with pytest.raises(ValueError, match=r"G2: expected d=3 columns \(last axis\) like G, got shape \(4,9,2\)"):
+        md.per_sample_grad_dots(E, G, E2, G[:4, :, :2])
+    with pytest.raises(TypeError, match=r"G: real inputs are required, got dtype complex128"):
+        md.batch_grad(E, da.from_array(G.astype(complex)))
+    bad = md.Embedding(da.from_array(np.array([[0, 1], [5, 1]]), chunks=1), 4)  # checked when computed
+    with pytest.raises(ValueError, match=r"idx: expected integers in \[0, 4\), got 5 at position \(0, 0\)"):
+        md.per_sample_grad_norms(bad, np.ones((2, 2, 3))).compute()
