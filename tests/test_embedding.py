@@ -178,6 +178,23 @@ def test_norms_allocate_nothing_of_the_tables_size():
     assert peak_bytes(lambda: md.grad_variance(E, G)) < table * 1.05
 
 
+def test_int64_indices(monkeypatch):
+    """Tables and per-sample gradients beyond int32 indices: int64 keys in the kernel and
+    int64 sparse indices (the limit lowered), the same values."""
+    from matderiv import _validation
+
+    idx, V, G = _case("coincidences", np.float64)
+    E = md.Embedding(idx, V)
+    want = [md.per_sample_grads(E, G).toarray(), md.per_sample_grad_norms(E, G), md.batch_grad(E, G),
+            md.grad_variance(E, G), md.one_hot(idx[0], V).toarray()]
+    monkeypatch.setattr(_validation.core, "INT32_INDEX_MAX", V - 1)
+    P, A = md.per_sample_grads(E, G), md.one_hot(idx[0], V)
+    assert P.indices.dtype == P.indptr.dtype == A.indices.dtype == np.int64
+    got = [P.toarray(), md.per_sample_grad_norms(E, G), md.batch_grad(E, G), md.grad_variance(E, G), A.toarray()]
+    for g, w in zip(got, want):
+        np.testing.assert_array_equal(g, w)
+
+
 # --- one_hot and the lookup's Jacobian -----------------------------------------------------------
 def test_one_hot():
     idx = np.array([2, 0, 2, 4], dtype=np.uint8)

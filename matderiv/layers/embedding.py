@@ -116,8 +116,8 @@ def per_sample_grads(E: Embedding, G: Any, *, convention: str = "Wx", bias: bool
     if _lazy(E, G):
         return _dask("per_sample_grads")(E, G, max_bytes=max_bytes, n_threads=n_threads)
     lk = E.lookup(G)
-    itype = v.index_dtype(lk.V * lk.d)
     nnz = lk.N * lk.d  # at most
+    itype = v.index_dtype(max(lk.V * lk.d, nnz))  # column indices and indptr
     check_output_bytes([((nnz,), lk.dtype), ((nnz,), itype), ((lk.B + 1,), itype)],
                        what="per_sample_grads", max_bytes=max_bytes, hint=gradients.MATERIALIZE_HINT)
     lk.load()
