@@ -20,13 +20,14 @@ from .jacobian import (
     jacobian_wx,
     jacobian_xw,
 )
-from .layers import Conv, conv_patches
+from .layers import Conv, Embedding, conv_patches, one_hot
 from .statistics import grad_variance, kfac_factors, per_sample_grad_dots, sum_grad_squared
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Conv",
+    "Embedding",
     "Jacobian",
     "JacobianCheck",
     "JacobianMismatch",
@@ -48,6 +49,7 @@ __all__ = [
     "jacobian_xw",
     "kfac_factors",
     "numerical_jacobian",
+    "one_hot",
     "per_sample_grad_dots",
     "per_sample_grad_norms",
     "per_sample_grads",

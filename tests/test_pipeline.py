@@ -45,6 +45,7 @@ def _kernel_results(_=None):
         "clip_and_sum": md.clip_and_sum(X, G, 1.0, n_threads=2)[0],  # clip_rows
         "batch_grad": md.batch_grad(X, G),
         "conv_patches": md.conv_patches(X3, 3, padding=1, n_threads=2),  # conv_unfold
+        "embedding norms": md.per_sample_grad_norms(md.Embedding(X3[..., 0].argsort(axis=1) % 3, 3), X3, n_threads=2),  # group_sums
     }
     for fmt in ("csr", "csc", "coo"):  # kron_csr
         A = Jb.tosparse(fmt, n_threads=2)

@@ -101,7 +101,7 @@ def _calls() -> list:
                     for label, other in (("self", ()), ("two batches", (X2, G2)))
                     for norm in (False, True)
                 ]
-    return calls + _conv_calls(rng, B)
+    return calls + _conv_calls(rng, B) + _embedding_calls(rng)
 
 
 def _conv_calls(rng, B) -> list:
@@ -118,6 +118,23 @@ def _conv_calls(rng, B) -> list:
         ("Conv clip_and_sum", lambda: md.clip_and_sum(X, G, 1.5)),
         ("Conv grad_variance", lambda: md.grad_variance(X, G, ddof=1)),
         ("Conv per_sample_grad_dots", lambda: md.per_sample_grad_dots(X, G, normalize=True)),
+    ]
+
+
+def _embedding_calls(rng) -> list:
+    """Every batched function on an Embedding (the group-sum kernel, per sample and scattering)."""
+    B, T, V, d = 8, 5, 6, 24
+    E, G = md.Embedding(_read_only(rng.integers(0, V, (B, T))), V), _read_only(rng.standard_normal((B, T, d)))
+    E2, G2 = md.Embedding(E.idx[:3], V), G[:3]
+    return [
+        ("embedding per_sample_grads", lambda: md.per_sample_grads(E, G, n_threads=2)),
+        ("embedding batch_grad", lambda: md.batch_grad(E, G)),
+        ("embedding norms", lambda: md.per_sample_grad_norms(E, G, n_threads=2)),
+        ("embedding clip_and_sum", lambda: md.clip_and_sum(E, G, 1.5)),
+        ("embedding sum_grad_squared", lambda: md.sum_grad_squared(E, G)),
+        ("embedding grad_variance", lambda: md.grad_variance(E, G, ddof=1)),
+        ("embedding dots", lambda: md.per_sample_grad_dots(E, G, E2, G2, normalize=True)),
+        ("embedding kfac_factors", lambda: md.kfac_factors(E, G)),
     ]
 
 

@@ -12,6 +12,7 @@ cdef enum Kernel:
     KRON_DENSE
     KRON_CSR
     CONV_UNFOLD
+    GROUP_SUMS
     N_KERNELS
 
 cdef bint use_team(Kernel kernel, Py_ssize_t nbytes, int n_threads) noexcept
