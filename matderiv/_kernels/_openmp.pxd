@@ -11,6 +11,7 @@ cdef enum Kernel:
     CLIP_ROWS
     KRON_DENSE
     KRON_CSR
+    TOEPLITZ
     N_KERNELS
 
 cdef bint use_team(Kernel kernel, Py_ssize_t nbytes, int n_threads) noexcept
