@@ -10,12 +10,16 @@ from ._memory import OutputTooLargeError
 from .checking import JacobianCheck, JacobianMismatch, check_jacobian, numerical_jacobian
 from .gradients import batch_grad, clip_and_sum, per_sample_grad_norms, per_sample_grads
 from .jacobian import (
+    ConvInputJacobian,
+    ConvWeightJacobian,
     Jacobian,
     KroneckerJacobian,
     StructuredJacobian,
     TotalJacobian,
     hstack_operators,
     jacobian_awb,
+    jacobian_conv_input,
+    jacobian_conv_weight,
     jacobian_wx,
     jacobian_xw,
 )
@@ -24,6 +28,8 @@ from .statistics import grad_variance, kfac_factors, per_sample_grad_dots, sum_g
 __version__ = "0.1.0"
 
 __all__ = [
+    "ConvInputJacobian",
+    "ConvWeightJacobian",
     "Jacobian",
     "JacobianCheck",
     "JacobianMismatch",
@@ -39,6 +45,8 @@ __all__ = [
     "grad_variance",
     "hstack_operators",
     "jacobian_awb",
+    "jacobian_conv_input",
+    "jacobian_conv_weight",
     "jacobian_wx",
     "jacobian_xw",
     "kfac_factors",

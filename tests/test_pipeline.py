@@ -45,9 +45,11 @@ def _kernel_results(_=None):
         "clip_and_sum": md.clip_and_sum(X, G, 1.0, n_threads=2)[0],  # clip_rows
         "batch_grad": md.batch_grad(X, G),
     }
+    Jc = md.jacobian_conv_input(X[:2].reshape(2, 4, 4, 4), (4, 12, 10), padding=1)  # toeplitz
     for fmt in ("csr", "csc", "coo"):  # kron_csr
-        A = Jb.tosparse(fmt, n_threads=2)
-        out[f"tosparse {fmt}"] = np.concatenate([A.data, *(A.coords if fmt == "coo" else (A.indices, A.indptr))])
+        for name, Jac in (("", Jb), ("conv input ", Jc)):
+            A = Jac.tosparse(fmt, n_threads=2)
+            out[f"{name}tosparse {fmt}"] = np.concatenate([A.data, *(A.coords if fmt == "coo" else (A.indices, A.indptr))])
     meta = {
         "kernel calls": kernel_calls_since(before),
         "serial below": _openmp.get_serial_below_bytes(),

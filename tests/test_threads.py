@@ -101,6 +101,24 @@ def _calls() -> list:
                     for label, other in (("self", ()), ("two batches", (X2, G2)))
                     for norm in (False, True)
                 ]
+    return calls + _conv_calls(rng)
+
+
+def _conv_calls(rng: np.random.Generator) -> list:
+    """The convolution Jacobians' kernel forms (the input Jacobian's Toeplitz kernel)."""
+    W = _read_only(rng.standard_normal((3, 2, 3, 2)).astype(np.float32))
+    J = md.jacobian_conv_input(W, (2, 9, 7), stride=(2, 1), padding=1, dilation=(1, 2))
+    Jw = md.jacobian_conv_weight(_read_only(rng.standard_normal((2, 9))), 3, 4, padding=2)
+    calls = []
+    for nt in (None, 2):
+        calls += [(f"conv input toarray {lay} n_threads={nt}", lambda lay=lay, nt=nt: J.toarray(lay, n_threads=nt)) for lay in LAYOUTS]
+        calls += [(f"conv input tovec {o} n_threads={nt}", lambda o=o, nt=nt: J.tovec(o, n_threads=nt)) for o in ORDERS]
+        calls += [
+            (f"conv {name} tosparse {f} {o} n_threads={nt}", lambda J=Jac, f=f, o=o, nt=nt: J.tosparse(f, o, n_threads=nt))
+            for name, Jac in (("input", J), ("weight", Jw))
+            for f in FORMATS
+            for o in ORDERS
+        ]
     return calls
 
 
