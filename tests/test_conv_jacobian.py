@@ -191,6 +191,16 @@ def test_central_differences(case):
         np.testing.assert_allclose(J.toarray(), fd, rtol=1e-8, atol=1e-8)
 
 
+def test_check_jacobian_takes_the_convolution_jacobians():
+    J_W, x, W, _, _ = make(4, "W", np.float64)
+    J_x = make(4, "x", np.float64)[0]
+    s, p, d = CASES[4][5:]
+    assert md.check_jacobian(lambda Z: ref_conv(x, Z, s, p, d), W, J_W).max_abs_error < 1e-7
+    assert md.check_jacobian(lambda Z: ref_conv(Z, W, s, p, d), x, J_x).max_abs_error < 1e-7
+    with pytest.raises(md.JacobianMismatch):
+        md.check_jacobian(lambda Z: 2 * ref_conv(Z, W, s, p, d), x, J_x)
+
+
 @pytest.mark.parametrize("wrt", ["W", "x"])
 def test_left_mixes_output_channels(wrt):
     J, x, W, ref, z_shape = make(2, wrt, np.float64)

@@ -28,12 +28,13 @@ Argument checks are in matderiv/_validation/jacobian.py (conv.py for the convolu
 """
 from ._base import Jacobian
 from ._constructors import hstack_operators, jacobian_awb, jacobian_wx, jacobian_xw
-from ._conv import ConvInputJacobian, ConvWeightJacobian, jacobian_conv_input, jacobian_conv_weight
+from ._conv import ConvInputJacobian, ConvJacobian, ConvWeightJacobian, jacobian_conv_input, jacobian_conv_weight
 from ._kronecker import KroneckerJacobian, StructuredJacobian
 from ._total import TotalJacobian
 
 __all__ = [
     "ConvInputJacobian",
+    "ConvJacobian",
     "ConvWeightJacobian",
     "Jacobian",
     "KroneckerJacobian",
