@@ -37,7 +37,7 @@ def _env_flag(name):
 DEBUG = _env_flag("MATDERIV_DEBUG")
 NO_OPENMP = _env_flag("MATDERIV_NO_OPENMP")
 REQUIRE_OPENMP = _env_flag("MATDERIV_REQUIRE_OPENMP")
-KERNELS = ["_openmp", "_kron", "_outer", "_rows", "_conv", "_embed"]
+KERNELS = ["_openmp", "_kron", "_outer", "_rows", "_conv", "_embed", "_toeplitz"]
 
 DIRECTIVES = {
     "language_level": 3,

@@ -11,12 +11,16 @@ from .checking import JacobianCheck, JacobianMismatch, check_jacobian, numerical
 from .combined import batch_stats
 from .gradients import batch_grad, clip_and_sum, per_sample_grad_norms, per_sample_grads
 from .jacobian import (
+    ConvInputJacobian,
+    ConvWeightJacobian,
     Jacobian,
     KroneckerJacobian,
     StructuredJacobian,
     TotalJacobian,
     hstack_operators,
     jacobian_awb,
+    jacobian_conv_input,
+    jacobian_conv_weight,
     jacobian_wx,
     jacobian_xw,
 )
@@ -27,6 +31,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Conv",
+    "ConvInputJacobian",
+    "ConvWeightJacobian",
     "Embedding",
     "Jacobian",
     "JacobianCheck",
@@ -45,6 +51,8 @@ __all__ = [
     "grad_variance",
     "hstack_operators",
     "jacobian_awb",
+    "jacobian_conv_input",
+    "jacobian_conv_weight",
     "jacobian_wx",
     "jacobian_xw",
     "kfac_factors",

@@ -10,7 +10,7 @@ from numpy.typing import ArrayLike
 
 from . import _validation as v
 from ._memory import check_output_bytes
-from .jacobian import Jacobian
+from .jacobian import ConvJacobian, Jacobian
 
 __all__ = ["JacobianCheck", "JacobianMismatch", "check_jacobian", "numerical_jacobian"]
 
@@ -132,7 +132,7 @@ def _default_tolerances(single: bool) -> tuple[float, float]:
 def check_jacobian(
     f: Callable[[np.ndarray], ArrayLike],
     W: ArrayLike,
-    J: ArrayLike | Jacobian,
+    J: ArrayLike | Jacobian | ConvJacobian,
     *,
     rtol: float | None = None,
     atol: float | None = None,
@@ -141,7 +141,7 @@ def check_jacobian(
 ) -> JacobianCheck:
     """Compare a claimed Jacobian of f at W with central differences.
 
-    J: an array in numerator layout (f(W).shape + W.shape) or a matderiv Jacobian.
+    J: an array in numerator layout (f(W).shape + W.shape) or any matderiv Jacobian.
     An entry passes when |J - N| <= atol + rtol * |N|, with N the numerical Jacobian.
     Defaults follow the lower precision of J and of f's output (1e-6/1e-7 double,
     1e-3/1e-4 single), with atol scaled by max(1, max|N|) and widened by the rounding
@@ -149,7 +149,7 @@ def check_jacobian(
     raises JacobianMismatch naming the worst entry when any entry fails. Besides N,
     three arrays of N's size are needed (all counted against max_bytes).
     """
-    if isinstance(J, Jacobian):
+    if isinstance(J, (Jacobian, ConvJacobian)):
         claimed = J.toarray("numerator", max_bytes=max_bytes)
     else:
         claimed = v.as_array(J, "J", range(0, 65))

@@ -47,9 +47,11 @@ def _kernel_results(_=None):
         "conv_patches": md.conv_patches(X3, 3, padding=1, n_threads=2),  # conv_unfold
         "embedding norms": md.per_sample_grad_norms(md.Embedding(X3[..., 0].argsort(axis=1) % 3, 3), X3, n_threads=2),  # group_sums
     }
+    Jc = md.jacobian_conv_input(X[:2].reshape(2, 4, 4, 4), (4, 12, 10), padding=1)  # toeplitz
     for fmt in ("csr", "csc", "coo"):  # kron_csr
-        A = Jb.tosparse(fmt, n_threads=2)
-        out[f"tosparse {fmt}"] = np.concatenate([A.data, *(A.coords if fmt == "coo" else (A.indices, A.indptr))])
+        for name, Jac in (("", Jb), ("conv input ", Jc)):
+            A = Jac.tosparse(fmt, n_threads=2)
+            out[f"{name}tosparse {fmt}"] = np.concatenate([A.data, *(A.coords if fmt == "coo" else (A.indices, A.indptr))])
     meta = {
         "kernel calls": kernel_calls_since(before),
         "serial below": _openmp.get_serial_below_bytes(),

@@ -101,7 +101,7 @@ def _calls() -> list:
                     for label, other in (("self", ()), ("two batches", (X2, G2)))
                     for norm in (False, True)
                 ]
-    return calls + _conv_calls(rng, B) + _embedding_calls(rng)
+    return calls + _conv_calls(rng, B) + _embedding_calls(rng) + _conv_jacobian_calls(rng)
 
 
 def _conv_calls(rng, B) -> list:
@@ -138,6 +138,24 @@ def _embedding_calls(rng) -> list:
     ]
 
 
+def _conv_jacobian_calls(rng: np.random.Generator) -> list:
+    """The convolution Jacobians' kernel forms (the input Jacobian's Toeplitz kernel)."""
+    W = _read_only(rng.standard_normal((3, 2, 3, 2)).astype(np.float32))
+    J = md.jacobian_conv_input(W, (2, 9, 7), stride=(2, 1), padding=1, dilation=(1, 2))
+    Jw = md.jacobian_conv_weight(_read_only(rng.standard_normal((2, 9))), 3, 4, padding=2)
+    calls = []
+    for nt in (None, 2):
+        calls += [(f"conv input toarray {lay} n_threads={nt}", lambda lay=lay, nt=nt: J.toarray(lay, n_threads=nt)) for lay in LAYOUTS]
+        calls += [(f"conv input tovec {o} n_threads={nt}", lambda o=o, nt=nt: J.tovec(o, n_threads=nt)) for o in ORDERS]
+        calls += [
+            (f"conv {name} tosparse {f} {o} n_threads={nt}", lambda J=Jac, f=f, o=o, nt=nt: J.tosparse(f, o, n_threads=nt))
+            for name, Jac in (("input", J), ("weight", Jw))
+            for f in FORMATS
+            for o in ORDERS
+        ]
+    return calls
+
+
 def _sparse_arrays(A) -> list:
     return [A.data, *A.coords] if A.format == "coo" else [A.data, A.indices, A.indptr]
 
@@ -156,10 +174,11 @@ def _assert_identical(got, want, name: str) -> None:
 
 
 def test_eight_threads_at_once_match_one_thread(threaded_kernels):
-    calls = _calls()
+    calls = _calls()  # (building a weight Jacobian unfolds its patches: a kernel call)
     md.set_serial_below_bytes(sys.maxsize)  # the reference: every kernel on the calling thread
+    before = threaded_kernels()
     expected = {name: call() for name, call in calls}
-    assert all(threaded == 0 for _, threaded in threaded_kernels().values())
+    assert all(threaded == before[name][1] for name, (_, threaded) in threaded_kernels().items())
     md.set_serial_below_bytes(0)
     work = calls * REPEATS
     random.Random(0).shuffle(work)

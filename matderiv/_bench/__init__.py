@@ -1,5 +1,5 @@
 """The rows of `python -m matderiv bench`, one module per area: jacobian, kronecker,
-gradients, statistics, pipeline, layers (convolutions), embedding and (with the dask extra) dask; routes, a section of its
+conv_jacobian, gradients, statistics, pipeline, layers (convolutions), embedding and (with the dask extra) dask; routes, a section of its
 own (each batched function against the best plain-numpy route on a grid of sequence
 shapes); timing holds the harness (best_time, the write-once floor, the table)."""
 from __future__ import annotations
@@ -11,9 +11,10 @@ from .timing import Row
 
 def all_rows(quick: bool) -> list[Row]:
     """Every benchmark row, area by area (the dask rows only where dask is installed)."""
-    from . import embedding, gradients, jacobian, kronecker, layers, pipeline, statistics
+    from . import conv_jacobian, embedding, gradients, jacobian, kronecker, layers, pipeline, statistics
 
-    rows = jacobian.jacobian_rows(quick) + kronecker.kronecker_rows(quick) + gradients.gradient_rows(quick)
+    rows = jacobian.jacobian_rows(quick) + kronecker.kronecker_rows(quick) + conv_jacobian.conv_jacobian_rows(quick)
+    rows += gradients.gradient_rows(quick)
     rows += statistics.statistics_rows(quick) + pipeline.pipeline_rows(quick) + layers.layer_rows(quick)
     rows += embedding.embedding_rows(quick)
     try:

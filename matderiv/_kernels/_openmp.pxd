@@ -13,6 +13,7 @@ cdef enum Kernel:
     KRON_CSR
     CONV_UNFOLD
     GROUP_SUMS
+    TOEPLITZ
     N_KERNELS
 
 cdef bint use_team(Kernel kernel, Py_ssize_t nbytes, int n_threads) noexcept

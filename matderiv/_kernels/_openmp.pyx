@@ -6,7 +6,7 @@ from ._types cimport MATDERIV_HAVE_OPENMP, omp_get_max_threads, omp_get_thread_l
 DEFAULT_SERIAL_BELOW_BYTES = 1 << 20
 
 #: The kernels counted by kernel_calls(), in the order of the Kernel enum (_openmp.pxd).
-KERNELS = ("outer", "row_dots", "gram_sq", "outer_norms", "clip_rows", "kron_dense", "kron_csr", "conv_unfold", "group_sums")
+KERNELS = ("outer", "row_dots", "gram_sq", "outer_norms", "clip_rows", "kron_dense", "kron_csr", "conv_unfold", "group_sums", "toeplitz")
 
 # Kernels that write fewer bytes than this run on the calling thread: waking a team costs
 # more than it saves there, and no idle team is left spinning while BLAS works.

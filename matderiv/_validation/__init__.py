@@ -6,7 +6,8 @@ in native byte order; everything is checked and coerced first.
 
 core      arrays, batches and options: dtype policy, shapes, out=, n, n_threads, bytes
 jacobian  the factors, left products, operands and blocks of matderiv.jacobian
-conv      a convolution's input, kernel_size, stride, padding and dilation
+conv      a convolution's input x (or its input_shape), weight W, kernel_size, stride, padding
+          and dilation
 embedding an embedding's indices, number of rows V and upstream gradient G
 """
 from .core import *  # noqa: F401,F403 (the checks are used as _validation.<name>)

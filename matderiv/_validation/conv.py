@@ -1,5 +1,6 @@
-"""The checks of a convolution's arguments: the input x (B, C, *S) or one sample (C, *S),
-and kernel_size, stride, padding, dilation (an int for every axis, or one per axis), from
+"""The checks of a convolution's arguments: the input x (B, C, *S) or one sample (C, *S)
+(or only its shape, input_shape), the weight W (O, C, *kernel), and kernel_size, stride,
+padding, dilation (an int for every axis, or one per axis), from
 which `conv_geometry` derives the output's spatial shape as PyTorch does:
 
     out = floor((S + 2 p - d (k - 1) - 1) / s) + 1      per axis
@@ -10,7 +11,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from .core import as_array, shape_str, target_dtype
+from .core import as_array, check_size, shape_str, target_dtype
 
 
 class ConvGeometry(NamedTuple):
@@ -48,13 +49,15 @@ def per_axis(value: Any, name: str, axes: int, least: int) -> tuple[int, ...]:
 
 
 def conv_geometry(
-    spatial: tuple[int, ...], kernel_size: Any, stride: Any, padding: Any, dilation: Any
+    spatial: tuple[int, ...], kernel_size: Any, stride: Any, padding: Any, dilation: Any,
+    *, kernel_name: str = "kernel_size",
 ) -> ConvGeometry:
     """The checked parameters of a convolution over an input of spatial shape `spatial`:
     kernel_size, stride and dilation at least 1, padding at least 0, and a dilated kernel
-    d (k - 1) + 1 no larger than the padded input S + 2 p on every axis."""
+    d (k - 1) + 1 no larger than the padded input S + 2 p on every axis. kernel_name: what
+    the errors about the kernel call it (W's kernel, where W gives it)."""
     axes = len(spatial)
-    kernel = per_axis(kernel_size, "kernel_size", axes, 1)
+    kernel = per_axis(kernel_size, kernel_name, axes, 1)
     strides = per_axis(stride, "stride", axes, 1)
     pads = per_axis(padding, "padding", axes, 0)
     dilations = per_axis(dilation, "dilation", axes, 1)
@@ -62,8 +65,8 @@ def conv_geometry(
     padded = tuple(S + 2 * p for S, p in zip(spatial, pads))
     if any(w > P for w, P in zip(span, padded)):
         raise ValueError(
-            f"kernel_size: expected a dilated kernel (dilation (k - 1) + 1 = {shape_str(span)}) no larger "
-            f"than the padded input (S + 2 padding = {shape_str(padded)}), got kernel_size {shape_str(kernel)}"
+            f"{kernel_name}: expected a dilated kernel (dilation (k - 1) + 1 = {shape_str(span)}) no larger "
+            f"than the padded input (S + 2 padding = {shape_str(padded)}), got {kernel_name} {shape_str(kernel)}"
         )
     out = tuple((P - w) // s + 1 for P, w, s in zip(padded, span, strides))
     return ConvGeometry(tuple(spatial), kernel, strides, pads, dilations, out)
@@ -139,3 +142,33 @@ def second_conv(X2: Any, G2: Any, kind: type, X: Any, O: int) -> Any:
     if G2.shape[1] != O:
         raise ValueError(f"G2: expected {O} output channels (axis 1) like G, got shape {shape_str(tuple(G2.shape))}")
     return G2
+
+
+def conv_weight(W: Any, name: str = "W") -> np.ndarray:
+    """W (O, C, L_k) or (O, C, H_k, W_k) of a convolution, real, with every kernel axis at
+    least 1; nothing is copied."""
+    arr = as_array(W, name, (3, 4), allow_complex=False)
+    if 0 in arr.shape[2:]:
+        raise ValueError(
+            f"{name}: expected a kernel of at least 1 on every spatial axis, got shape {shape_str(arr.shape)}"
+        )
+    return arr
+
+
+def conv_input_shape(input_shape: Any, W_shape: tuple[int, ...]) -> tuple[int, ...]:
+    """input_shape (C, *S) of a convolution by W of shape W_shape: one int per axis, as many
+    spatial axes as W's kernel, and C = W's input channels (W_shape[1])."""
+    axes = len(W_shape) - 2
+    want = "(C, L)" if axes == 1 else "(C, H, W)"
+    if not isinstance(input_shape, (tuple, list)) or len(input_shape) != axes + 1:
+        raise ValueError(
+            f"input_shape: expected a tuple {want} of {axes + 1} ints (W of shape {shape_str(W_shape)} has "
+            f"{axes} spatial axes), got {input_shape!r}"
+        )
+    sizes = tuple(check_size(d, f"input_shape[{k}]") for k, d in enumerate(input_shape))
+    if sizes[0] != W_shape[1]:
+        raise ValueError(
+            f"input_shape: expected C = {W_shape[1]} input channels (axis 1 of W, of shape "
+            f"{shape_str(W_shape)}), got {sizes[0]}"
+        )
+    return sizes

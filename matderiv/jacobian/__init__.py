@@ -22,20 +22,28 @@ Where things are (each module imports only those listed before it):
   _kronecker.py     the Kronecker family: A @ W @ B, and W @ x, x @ W stored as x alone
   _total.py         the product-rule Jacobian of W @ x(W) (jacobian_wx with W and dx_dW)
   _constructors.py  jacobian_wx, jacobian_xw, jacobian_awb and hstack_operators
-Argument checks are in matderiv/_validation/jacobian.py.
+  _conv.py          a convolution's Jacobians: dy/dW (the Kronecker family on the patches of x)
+                    and dy/dx (sparse block-Toeplitz), jacobian_conv_weight, jacobian_conv_input
+Argument checks are in matderiv/_validation/jacobian.py (conv.py for the convolutions).
 """
 from ._base import Jacobian
 from ._constructors import hstack_operators, jacobian_awb, jacobian_wx, jacobian_xw
+from ._conv import ConvInputJacobian, ConvJacobian, ConvWeightJacobian, jacobian_conv_input, jacobian_conv_weight
 from ._kronecker import KroneckerJacobian, StructuredJacobian
 from ._total import TotalJacobian
 
 __all__ = [
+    "ConvInputJacobian",
+    "ConvJacobian",
+    "ConvWeightJacobian",
     "Jacobian",
     "KroneckerJacobian",
     "StructuredJacobian",
     "TotalJacobian",
     "hstack_operators",
     "jacobian_awb",
+    "jacobian_conv_input",
+    "jacobian_conv_weight",
     "jacobian_wx",
     "jacobian_xw",
 ]
