@@ -68,7 +68,8 @@ def _mixed_loop(steps: int, workers: int, repeat: int) -> Row:
 
 
 def _misaligned(B: int, n: int, repeat: int) -> list[Row]:
-    """batch_grad and per_sample_grad_norms on float32 inputs that start 1 byte off."""
+    """batch_grad, per_sample_grad_norms and clip_and_sum on float32 inputs that start 1 byte
+    off (read in place by the kernels, staged block by block in front of the GEMMs)."""
     rng = np.random.default_rng(0)
     rows = []
     aligned = [rng.standard_normal((B, k)).astype(np.float32) for k in (n, n)]
@@ -78,8 +79,9 @@ def _misaligned(B: int, n: int, repeat: int) -> list[Row]:
         arr = np.frombuffer(buf.data, dtype=np.float32, count=a.size, offset=1).reshape(a.shape)
         arr[...] = a
         odd.append(arr)
-    for name in ("batch_grad", "per_sample_grad_norms"):
-        fn = getattr(gradients, name)
+    calls = {"batch_grad": gradients.batch_grad, "per_sample_grad_norms": gradients.per_sample_grad_norms,
+             "clip_and_sum": lambda X, G: gradients.clip_and_sum(X, G, 1.0)}
+    for name, fn in calls.items():
         ref = best_time(lambda: fn(*aligned), repeat)
         ours = best_time(lambda: fn(*odd), repeat)
         rows.append(Row(f"{name} float32 B={B} n=m={n}, inputs 1 byte off", ours, None, {"the same, aligned": ref}))
