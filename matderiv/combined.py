@@ -56,24 +56,35 @@ def batch_stats(
     want, clip, bias, ddof = check_args(what, max_norm, convention, bias, ddof, n_threads)
     inp = Inputs(X, G)
     b = inp.load(output_parts(inp, want, convention, bias), what="batch_stats", max_bytes=max_bytes)
-    X, G, same = b.X, b.G, {"convention": convention, "bias": bias, "max_bytes": max_bytes}
+    same = {"convention": convention, "bias": bias, "max_bytes": max_bytes}
     results: dict[str, Any] = {}
     if "variance" in want:
         results.update(_moments.moments(b, bias).results(want & FROM_MOMENTS, ddof, convention, b.dtype))
-    else:
-        if "grad" in want:
-            results["grad"] = batch_grad(X, G, **same)
-        if "sum_grad_squared" in want:
-            results["sum_grad_squared"] = sum_grad_squared(X, G, **same)
+    return gather(FUNCTIONS, b.X, b.G, want, results, clip, n_threads, same)
+
+
+#: The single functions batch_stats calls for what the moments do not give.
+FUNCTIONS = {"grad": batch_grad, "sum_grad_squared": sum_grad_squared, "clipped": clip_and_sum,
+             "norms": per_sample_grad_norms, "kfac": kfac_factors}
+
+
+def gather(functions: dict[str, Any], X: Any, G: Any, want: frozenset[str], results: dict[str, Any],
+           clip: float | None, n_threads: int | None, same: dict[str, Any]) -> dict[str, Any]:
+    """The names of `want` not yet in `results`, each from its function in `functions` (the
+    in-memory ones or matderiv.dask's): "norms" with "clipped" from one clip_and_sum.
+    Returns every name of want, in the order of STATS."""
+    for name in ("grad", "sum_grad_squared"):
+        if name in want and name not in results:
+            results[name] = functions[name](X, G, **same)
     if "clipped" in want:
-        *clipped, norms = clip_and_sum(X, G, clip, n_threads=n_threads, **same)
-        results["clipped"] = tuple(clipped) if bias else clipped[0]
+        *clipped, norms = functions["clipped"](X, G, clip, n_threads=n_threads, **same)
+        results["clipped"] = tuple(clipped) if same["bias"] else clipped[0]
         if "norms" in want:
             results["norms"] = norms
     elif "norms" in want:
-        results["norms"] = per_sample_grad_norms(X, G, bias=bias, n_threads=n_threads)
+        results["norms"] = functions["norms"](X, G, bias=same["bias"], n_threads=n_threads)
     if "kfac" in want:
-        results["kfac"] = kfac_factors(X, G, bias=bias, max_bytes=max_bytes)
+        results["kfac"] = functions["kfac"](X, G, bias=same["bias"], max_bytes=same["max_bytes"])
     return {name: results[name] for name in STATS if name in want}
 
 

@@ -12,7 +12,7 @@ import numpy as np
 from .. import _batch, _moments
 from .._batch import Inputs
 from .._memory import check_output_bytes
-from ..combined import FROM_MOMENTS, STATS, check_args, output_parts
+from ..combined import FROM_MOMENTS, STATS, check_args, gather, output_parts
 from .gradients import batch_grad, clip_and_sum, per_sample_grad_norms
 from ._graph import Chunks, check_max_bytes, checked, inputs
 from .statistics import chunk_moments, kfac_factors, merge_moments, sum_grad_squared
@@ -33,21 +33,12 @@ def batch_stats(X: Any, G: Any, what: Any, *, max_norm: float | None = None, con
     results: dict[str, Any] = {}
     if "variance" in want:
         results.update(_from_moments(Xd, Gd, want & FROM_MOMENTS, ddof, convention, bias, dtype))
-    else:
-        if "grad" in want:
-            results["grad"] = batch_grad(Xd, Gd, **same)
-        if "sum_grad_squared" in want:
-            results["sum_grad_squared"] = sum_grad_squared(Xd, Gd, **same)
-    if "clipped" in want:
-        *clipped, norms = clip_and_sum(Xd, Gd, clip, n_threads=n_threads, **same)
-        results["clipped"] = tuple(clipped) if bias else clipped[0]
-        if "norms" in want:
-            results["norms"] = norms
-    elif "norms" in want:
-        results["norms"] = per_sample_grad_norms(Xd, Gd, bias=bias, n_threads=n_threads)
-    if "kfac" in want:
-        results["kfac"] = kfac_factors(Xd, Gd, bias=bias, max_bytes=max_bytes)
-    return {name: results[name] for name in STATS if name in want}
+    return gather(FUNCTIONS, Xd, Gd, want, results, clip, n_threads, same)
+
+
+#: The lazy single functions batch_stats calls for what the moments do not give.
+FUNCTIONS = {"grad": batch_grad, "sum_grad_squared": sum_grad_squared, "clipped": clip_and_sum,
+             "norms": per_sample_grad_norms, "kfac": kfac_factors}
 
 
 def _from_moments(Xd: Any, Gd: Any, want: frozenset[str], ddof: int, convention: str, bias: bool,
