@@ -42,6 +42,11 @@ cdef inline void _patch(
             if ih < 0 or ih >= H:
                 for j in range(k2):
                     o[j] = 0
+            elif k2 == 3 and d2 == 1 and jlo == 0 and jhi == 3:  # the common 3-wide interior row
+                src = xb + (c * H + ih) * W + w0
+                o[0] = src[0]
+                o[1] = src[1]
+                o[2] = src[2]
             else:
                 src = xb + (c * H + ih) * W
                 for j in range(jlo):
