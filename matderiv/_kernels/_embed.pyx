@@ -13,6 +13,19 @@ from libc.stdint cimport int64_t
 from ._openmp cimport GROUP_SUMS, use_team
 from ._types cimport index_t
 
+cdef extern from "_rowsums.h" nogil:
+    double md_sumsq_f32(const float *a, Py_ssize_t K)
+    double md_sumsq_f64(const double *a, Py_ssize_t K)
+
+
+cdef inline double _row_sumsq(const floating *row, Py_ssize_t d) noexcept nogil:
+    """sum_j row[j]^2 in float64, vectorized (a group of one row: its squared norm)."""
+    if floating is float:
+        return md_sumsq_f32(row, d)
+    else:
+        return md_sumsq_f64(row, d)
+
+
 ctypedef fused out_t:
     float
     double
@@ -21,20 +34,30 @@ ctypedef fused out_t:
 cdef inline double _segment(
     const index_t *keys, const int64_t *order, Py_ssize_t lo, Py_ssize_t hi,
     const floating *rows, Py_ssize_t d, const double *scale,
-    out_t *out, int64_t first, bint by_key,
+    out_t *out, int64_t first, bint by_key, bint squares,
 ) noexcept nogil:
     """The groups of equal keys among sorted positions lo..hi: each group's sum of the
     rows order[p] (times scale[order[p]] where scale is not NULL), written to out (NULL:
     not written) at row first + k for the k-th group, or at row key when by_key; returns
-    the sum of the groups' squared norms."""
+    the sum of the groups' squared norms where `squares` (else 0)."""
     cdef Py_ssize_t p = lo, q, j, r, dest
-    cdef double acc, total = 0
+    cdef double acc, f, total = 0
     cdef int64_t k = first
     while p < hi:
         q = p + 1
         while q < hi and keys[q] == keys[p]:
             q = q + 1
         dest = keys[p] if by_key else k
+        if q == p + 1:  # a key seen once (the common case): its row itself, scaled
+            f = 1.0 if scale == NULL else scale[order[p]]
+            if squares:
+                total = total + _row_sumsq(rows + order[p] * d, d) * f * f
+            if out != NULL:
+                for j in range(d):
+                    out[dest * d + j] = <out_t>(<double>rows[order[p] * d + j] * f)
+            k = k + 1
+            p = q
+            continue
         for j in range(d):
             acc = 0
             for r in range(p, q):
@@ -44,7 +67,8 @@ cdef inline double _segment(
                     acc = acc + <double>rows[order[r] * d + j] * scale[order[r]]
             if out != NULL:
                 out[dest * d + j] = <out_t>acc
-            total = total + acc * acc
+            if squares:  # (a latency chain: only where the squares are wanted)
+                total = total + acc * acc
         k = k + 1
         p = q
     return total
@@ -79,6 +103,6 @@ def group_sums(
     cdef bint by_key = g0 == NULL
     cdef bint threaded = use_team(GROUP_SUMS, keys.shape[0] * d * <Py_ssize_t>sizeof(floating), n_threads)
     for s in prange(S, schedule="static", nogil=True, num_threads=n_threads, use_threads_if=threaded):
-        total = _segment(k0, o0, p0[s], p0[s + 1], r0, d, c0, w0, 0 if by_key else g0[s], by_key)
+        total = _segment(k0, o0, p0[s], p0[s + 1], r0, d, c0, w0, 0 if by_key else g0[s], by_key, q0 != NULL)
         if q0 != NULL:
             q0[s] = total

@@ -47,7 +47,7 @@ class Lookup:
         (copies only where needed), and sort each sample's indices."""
         keys = np.ascontiguousarray(self.idx.reshape(self.B, self.T), dtype=v.index_dtype(self.V))
         self.rows = v.contiguous(self.G.reshape(self.N, self.d), self.dtype)
-        order = np.argsort(keys, axis=1, kind="stable")
+        order = np.argsort(keys, axis=1)  # (a group's rows in any fixed order: deterministic)
         self.keys = np.take_along_axis(keys, order, axis=1).ravel()
         order += np.arange(self.B, dtype=np.int64)[:, None] * self.T  # rows of G
         self.order = order.ravel().astype(np.int64, copy=False)
