@@ -3,6 +3,7 @@ what a bug report needs."""
 from __future__ import annotations
 
 import argparse
+import json
 import platform
 import sys
 from collections.abc import Sequence
@@ -103,14 +104,24 @@ def _machine() -> str:
     )
 
 
-def bench(quick: bool = False, file: TextIO = sys.stdout) -> None:
-    """Time every kernel against the numpy/scipy ways and the write-once floor, in one run."""
-    from ._bench import all_rows, print_routes
+def bench(quick: bool = False, file: TextIO = sys.stdout, json_path: str | None = None) -> None:
+    """Time every kernel against the numpy/scipy ways and the write-once floor, in one run,
+    printing each area's rows as soon as they are measured; json_path: also write them there."""
+    from ._bench import areas, as_json, print_routes
     from ._bench.timing import print_table
 
     print(f"matderiv {md.__version__} bench{' --quick' if quick else ''} on {_machine()}", file=file)
-    print("speedup = reference time / matderiv time; /floor = matderiv time / write-once floor\n", file=file)
-    print_table(all_rows(quick), file)
+    print("speedup = reference time / matderiv time (above 1: matderiv is faster); "
+          "/floor = matderiv time / write-once floor\n", file=file, flush=True)
+    measured = []
+    for k, (area, rows) in enumerate(areas(quick)):
+        print_table(rows, file, header=k == 0)
+        file.flush()
+        measured.append((area, rows))
+    if json_path is not None:
+        with open(json_path, "w") as fh:
+            json.dump({"version": md.__version__, "quick": quick, "machine": _machine(), "rows": as_json(measured)}, fh, indent=1)
+        print(f"\nwrote {len(as_json(measured))} rows to {json_path}", file=file)
     print_routes(quick, file)
 
 
@@ -131,6 +142,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_demo.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p_bench = sub.add_parser("bench", help="time the kernels against numpy/scipy")
     p_bench.add_argument("--quick", action="store_true", help="small sizes, few repeats")
+    p_bench.add_argument("--json", metavar="PATH", help="also write the rows (times in seconds) to PATH as JSON")
     sub.add_parser("info", help="versions, OpenMP, threads, BLAS, the serial threshold and the memory limit (for bug reports)")
     args = parser.parse_args(argv)
     if args.command is None:
@@ -138,7 +150,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     elif args.command == "demo":
         demo(args.n, args.m, args.seed)
     elif args.command == "bench":
-        bench(args.quick)
+        bench(args.quick, json_path=args.json)
     else:  # info
         from ._info import print_report
 

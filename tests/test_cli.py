@@ -97,3 +97,35 @@ def test_source_tree_without_a_build_says_how_to_build(tmp_path):
     code = f"import pytest\nwith pytest.raises(ImportError, match={message!r}):\n    import matderiv"
     res = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr
+
+
+def test_bench_prints_each_area_as_measured_and_writes_json(monkeypatch, tmp_path):
+    """bench prints an area's rows before the next area is measured (one table header), and
+    --json writes every row with its area, times in seconds (no timing here: fake areas)."""
+    import io
+    import json
+
+    from matderiv import __main__ as cli
+    from matderiv import _bench
+    from matderiv._bench.timing import Row
+
+    out = io.StringIO()
+
+    def areas(quick):
+        assert quick
+        yield "first", [Row("case one", 0.002, 0.001, {"numpy": 0.004})]
+        assert "case one" in out.getvalue()  # printed before the second area is measured
+        yield "second", [Row("case two", 0.003, None, {})]
+
+    monkeypatch.setattr(_bench, "areas", areas)
+    monkeypatch.setattr(_bench, "print_routes", lambda quick, file: print("routes section", file=file))
+    path = tmp_path / "bench.json"
+    cli.bench(True, out, json_path=str(path))
+    text = out.getvalue()
+    assert text.count("matderiv ms") == 1 and text.index("case one") < text.index("case two") < text.index("routes section")
+    assert "2.00x" in text and f"wrote 2 rows to {path}" in text
+    saved = json.loads(path.read_text())
+    assert saved["quick"] is True and [r["area"] for r in saved["rows"]] == ["first", "second"]
+    assert saved["rows"][0] == {"area": "first", "case": "case one", "ours_s": 0.002, "floor_s": 0.001,
+                                "refs_s": {"numpy": 0.004}}
+    assert saved["rows"][1]["floor_s"] is None

@@ -4,24 +4,35 @@ own (each batched function against the best plain-numpy route on a grid of seque
 shapes); timing holds the harness (best_time, the write-once floor, the table)."""
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import TextIO
 
 from .timing import Row
 
 
-def all_rows(quick: bool) -> list[Row]:
-    """Every benchmark row, area by area (the dask rows only where dask is installed)."""
+def areas(quick: bool) -> Iterator[tuple[str, list[Row]]]:
+    """(area, its rows), one area at a time as it is measured (dask only where installed)."""
     from . import conv_jacobian, embedding, gradients, jacobian, kronecker, layers, pipeline, statistics
 
-    rows = jacobian.jacobian_rows(quick) + kronecker.kronecker_rows(quick) + conv_jacobian.conv_jacobian_rows(quick)
-    rows += gradients.gradient_rows(quick)
-    rows += statistics.statistics_rows(quick) + pipeline.pipeline_rows(quick) + layers.layer_rows(quick)
-    rows += embedding.embedding_rows(quick)
+    yield "jacobian", jacobian.jacobian_rows(quick)
+    yield "kronecker", kronecker.kronecker_rows(quick)
+    yield "conv_jacobian", conv_jacobian.conv_jacobian_rows(quick)
+    yield "gradients", gradients.gradient_rows(quick)
+    yield "statistics", statistics.statistics_rows(quick)
+    yield "pipeline", pipeline.pipeline_rows(quick)
+    yield "layers", layers.layer_rows(quick)
+    yield "embedding", embedding.embedding_rows(quick)
     try:
         from . import dask
     except ImportError:  # the dask extra is not installed
-        return rows
-    return rows + dask.dask_rows(quick)
+        return
+    yield "dask", dask.dask_rows(quick)
+
+
+def as_json(measured: list[tuple[str, list[Row]]]) -> list[dict]:
+    """The rows as JSON-ready records: times in seconds, None for no floor."""
+    return [{"area": area, "case": row.case, "ours_s": row.ours, "floor_s": row.floor, "refs_s": dict(row.refs)}
+            for area, rows in measured for row in rows]
 
 
 def print_routes(quick: bool, file: TextIO) -> None:

@@ -54,11 +54,13 @@ class Row:
     refs: dict[str, float] = field(default_factory=dict)
 
 
-def print_table(rows: list[Row], file: TextIO) -> None:
-    """One line per (case, reference): times in ms and ratios (speedup > 1: matderiv faster)."""
+def print_table(rows: list[Row], file: TextIO, header: bool = True) -> None:
+    """One line per (case, reference): times in ms and ratios (speedup > 1: matderiv faster);
+    header=False for the rows of a table already begun."""
     head = f"{'case':56s} {'matderiv ms':>11s} {'/floor':>7s}  {'reference':36s} {'ref ms':>9s} {'speedup':>8s}"
-    print(head, file=file)
-    print("-" * len(head), file=file)
+    if header:
+        print(head, file=file)
+        print("-" * len(head), file=file)
     for row in rows:
         ratio = f"{row.ours / row.floor:7.2f}" if row.floor else f"{'-':>7s}"
         refs = list(row.refs.items()) or [("-", float("nan"))]
