@@ -406,7 +406,7 @@ def test_max_bytes_that_fit_one_sample_a_block_give_the_result():
 # --- optional: torch ------------------------------------------------------------------------------
 @pytest.mark.parametrize("geometry", [GEOMETRIES[0], GEOMETRIES[2]])
 def test_against_torch_vmap_grad(geometry):
-    torch = pytest.importorskip("torch")
+    torch = pytest.importorskip("torch", reason="torch is optional (never a test dependency): this cross-check against torch.func runs where torch is installed")
     from torch.func import grad, vmap
 
     x, _, X = sample(geometry)

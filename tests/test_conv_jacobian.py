@@ -257,7 +257,7 @@ def test_int64_index_path(monkeypatch):
 # --- torch (optional) ----------------------------------------------------------------------------
 @pytest.mark.parametrize("case", range(len(CASES)), ids=IDS)
 def test_against_torch_jacrev(case):
-    torch = pytest.importorskip("torch")
+    torch = pytest.importorskip("torch", reason="torch is optional (never a test dependency): this cross-check against torch.func runs where torch is installed")
     _, C, O, S, k, s, p, d = CASES[case]
     x, W, _, _ = reference(case)
     conv = torch.nn.functional.conv1d if len(S) == 1 else torch.nn.functional.conv2d

@@ -156,7 +156,7 @@ def test_dp_cnn_clips_each_example_whole_gradient():
 def test_dp_cnn_trains_and_accounts(tmp_path, capsys):
     """Two epochs on the digits: accuracy above chance, epsilon from the RDP accountant, a figure."""
     for module in ("sklearn", "dp_accounting", "matplotlib"):
-        pytest.importorskip(module)
+        pytest.importorskip(module, reason=f"the example needs the examples extra ({module}): pip install -e \".[examples]\"")
     dp_cnn = _load("dp_cnn")
     history = dp_cnn.main(epochs=2, seed=0, figure=str(tmp_path / "curve.png"))
     assert len(history) == 2 and history[-1]["accuracy"] > 0.5
