@@ -92,19 +92,20 @@ STAGE_BYTES = 1 << 20
 MIN_STAGE_ROWS = 256
 
 
-def stage_rows(row_bytes: int) -> int:
-    """Rows (or samples) per staged block, for `row_bytes` bytes of the widest operand each."""
-    return max(1, STAGE_BYTES // max(1, row_bytes), MIN_STAGE_ROWS)
+def stage_rows(row_bytes: int, rows_per_unit: int = 1) -> int:
+    """Units (rows, or samples of `rows_per_unit` rows) per staged block, for `row_bytes`
+    bytes of the widest operand's row."""
+    unit_bytes = max(1, row_bytes * rows_per_unit)
+    return max(1, STAGE_BYTES // unit_bytes, -(-MIN_STAGE_ROWS // max(1, rows_per_unit)))
 
 
-def staged_product(count: int, row_bytes: int, shape: tuple[int, int], dtype: np.dtype,
+def staged_product(count: int, step: int, shape: tuple[int, int], dtype: np.dtype,
                    fill: Callable[[int, int], tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
-    """sum over blocks [lo, hi) of range(count) of a.T @ c, shape `shape` in dtype, where
-    (a, c) = fill(lo, hi) are 2-D with one number of rows: the block's rows as they are, or
-    prepared (copied, scaled, squared) into cache-sized buffers that fill reuses.  Blocks
-    hold stage_rows(row_bytes) units of `count`; one block is one GEMM, and the sums across
-    blocks run in dtype, like a single GEMM's accumulation."""
-    step = stage_rows(row_bytes)
+    """sum over blocks [lo, hi) of `step` units of range(count) of a.T @ c, shape `shape` in
+    dtype, where (a, c) = fill(lo, hi) are 2-D with one number of rows: the block's rows as
+    they are, or prepared (copied, scaled, squared) into cache-sized buffers that fill
+    reuses (step from stage_rows).  One block is one GEMM; the sums across blocks run in
+    dtype, like a single GEMM's accumulation."""
     if count <= step:
         a, c = fill(0, count)
         return a.T @ c
@@ -136,10 +137,9 @@ def product(A: np.ndarray, C: np.ndarray) -> np.ndarray:
     aligned buffer)."""
     if A.flags.aligned and C.flags.aligned:
         return A.T @ C
-    row_bytes = max(A.shape[1], C.shape[1]) * A.itemsize
-    step = stage_rows(row_bytes)
+    step = stage_rows(max(A.shape[1], C.shape[1]) * A.itemsize)
     rows_A, rows_C = stager(A, step), stager(C, step)
-    return staged_product(len(A), row_bytes, (A.shape[1], C.shape[1]), A.dtype,
+    return staged_product(len(A), step, (A.shape[1], C.shape[1]), A.dtype,
                           lambda lo, hi: (rows_A(lo, hi), rows_C(lo, hi)))
 
 

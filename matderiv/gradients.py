@@ -254,8 +254,7 @@ def _clip_staged(b: Batch, clip: float, bias: bool, convention: str, threads: in
     B, T, n, m, dtype = b.B, b.T, b.n, b.m, b.dtype
     scale_G = n <= m  # scale the narrower of the two
     a, other = (b.G, b.X) if scale_G else (b.X, b.G)
-    per_sample = T * max(n, m) * dtype.itemsize
-    step = _batch.stage_rows(per_sample)
+    step = _batch.stage_rows(max(n, m) * dtype.itemsize, T)
     buf = np.empty((min(step, B),) + a.shape[1:], dtype)
     other_rows = _batch.stager(_batch.rows(other), step * T)
     norms, factor = (np.empty(B), np.empty(B)) if b.ndim == 2 else _gram_factors(b, clip, bias, threads)
@@ -276,7 +275,7 @@ def _clip_staged(b: Batch, clip: float, bias: bool, convention: str, threads: in
                 db[:] += factor[lo:hi].astype(dtype) @ (o_rows if b.ndim == 2 else b.G[lo:hi].sum(axis=1))
         return (o_rows, cb_rows) if scale_G == (convention == "xW") else (cb_rows, o_rows)
 
-    dW = _batch.staged_product(B, per_sample, _batch.w_shape(n, m, convention), dtype, fill)
+    dW = _batch.staged_product(B, step, _batch.w_shape(n, m, convention), dtype, fill)
     return dW, db, norms, factor
 
 
@@ -310,8 +309,10 @@ def clip_route(b: Batch) -> str:
     gradients (norms, factors and the sum from each block), by _batch.route_cost."""
     costs = _batch.norm_costs(b)
     B, T, n, m, size = b.B, b.T, b.n, b.m, b.dtype.itemsize
-    costs["gram"] += _batch.route_cost(b.dtype, blas=B * T * n * m, temporaries=B * T * min(n, m) * size)
-    costs["materialize"] += _batch.route_cost(b.dtype, blas=B * n * m)
+    # gram: the staged GEMM, and each block read and its scaled copy written once more;
+    # materialize: the GEMV of the factors, and the gradients read twice (norms, sum)
+    costs["gram"] += _batch.route_cost(b.dtype, blas=B * T * n * m, temporaries=2 * B * T * min(n, m) * size)
+    costs["materialize"] += _batch.route_cost(b.dtype, blas=B * n * m, temporaries=2 * B * n * m * size)
     return min(costs, key=costs.get)
 
 

@@ -84,8 +84,7 @@ def _squares_staged(b: Batch, convention: str, bias: bool) -> np.ndarray | tuple
     in cache-sized buffers in front of it (one read of G and X, no squared copy of either);
     with bias, db2 = sum_b G[b] * G[b] from the same squared blocks (summed in float64
     across blocks)."""
-    row_bytes = max(b.n, b.m) * b.dtype.itemsize
-    step = _batch.stage_rows(row_bytes)
+    step = _batch.stage_rows(max(b.n, b.m) * b.dtype.itemsize)
     bufs = [np.empty((min(step, b.B), a.shape[1]), b.dtype) for a in (b.G, b.X)]
     db2 = np.zeros(b.n) if bias else None
     ones = np.ones(min(step, b.B), b.dtype)
@@ -96,7 +95,7 @@ def _squares_staged(b: Batch, convention: str, bias: bool) -> np.ndarray | tuple
             db2[:] += ones[: hi - lo] @ g2
         return (g2, x2) if convention == "Wx" else (x2, g2)
 
-    dW = _batch.staged_product(b.B, row_bytes, _batch.w_shape(b.n, b.m, convention), b.dtype, fill)
+    dW = _batch.staged_product(b.B, step, _batch.w_shape(b.n, b.m, convention), b.dtype, fill)
     return dW if db2 is None else (dW, db2.astype(b.dtype))
 
 
