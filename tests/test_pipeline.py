@@ -234,6 +234,24 @@ def test_cgroup_v2_limit_below_memavailable(tmp_path, monkeypatch):
         md.jacobian_wx(np.ones(2**10), 2**10).toarray()  # 8 GiB, over the 704 MiB left
 
 
+def test_cgroup_layout_is_read_once_and_limits_every_time(tmp_path, monkeypatch):
+    """Where the cgroup is (mountinfo, self/cgroup) is read once per process and /proc; the
+    limit and the usage are read at every lookup, so a lowered limit counts at once."""
+    _fake_proc(tmp_path, monkeypatch, cgroup="0::/job\n", mounts=[("/", "cg2", "cgroup2", "rw")],
+               files=[("cg2/job/memory.max", f"{GiB}\n"), ("cg2/job/memory.current", "0\n")])
+    assert _memory.memory_limit()[0] == GiB - GiB // 16
+    (tmp_path / "cg2" / "job" / "memory.max").write_text(f"{GiB // 2}\n")
+    (tmp_path / "proc" / "self" / "mountinfo").unlink()  # not read again
+    assert _memory.memory_limit()[0] == GiB // 2 - GiB // 32
+    reads = []
+    monkeypatch.setattr(_memory, "_cgroup_dirs", lambda: reads.append(1) or [])
+    _memory.memory_limit()
+    assert reads == []  # the layout came from the cache
+    monkeypatch.setattr(_memory, "PROC_DIR", str(tmp_path / "other"))  # another /proc: read anew
+    _memory.memory_limit()
+    assert reads == [1]
+
+
 def test_cgroup_v1_with_mount_root(tmp_path, monkeypatch):
     """v1 in a container: the hierarchy path /docker/abc is mounted as the root."""
     _fake_proc(tmp_path, monkeypatch, cgroup="5:cpu,cpuacct:/docker/abc\n4:memory:/docker/abc\n",
