@@ -277,3 +277,25 @@ def test_bench_plot_without_matplotlib_is_a_usage_error(monkeypatch, capsys, tmp
     err = capsys.readouterr().err
     assert "error: --plot needs matplotlib, which is not installed" in err and "Traceback" not in err
     assert not (tmp_path / "x.png").exists()
+
+
+def test_an_interrupted_bench_keeps_the_sections_it_finished(monkeypatch, tmp_path):
+    """The JSON file is rewritten after each section: a run stopped in the second keeps the first."""
+    import json
+
+    from matderiv import _bench
+    from matderiv.__main__ import bench
+    from matderiv._bench.table import Section
+    from matderiv._bench.timing import Row
+
+    def stopped():
+        raise KeyboardInterrupt
+        yield  # a generator, as the sections' rows are
+
+    sections = [Section("first", "ratio = one", iter([Row("case one", 1.0, None, {"numpy": 2.0})])),
+                Section("second", "ratio = two", stopped())]
+    monkeypatch.setattr(_bench, "sections", lambda quick: sections)
+    path = tmp_path / "bench.json"
+    with pytest.raises(KeyboardInterrupt):
+        bench(True, io.StringIO(), json_path=str(path))
+    assert [r["label"] for r in json.loads(path.read_text())["rows"]] == ["case one"]
