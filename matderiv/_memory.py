@@ -177,8 +177,32 @@ def _resolve_limit(max_bytes: int | None, nbytes: int) -> tuple[int | None, str]
     if max_bytes is None:
         if nbytes < _SMALL_OUTPUT and "MATDERIV_MAX_BYTES" not in os.environ:
             return None, ""
-        return memory_limit()
+        return recent_limit(nbytes)
     return v.byte_count(max_bytes, "max_bytes", or_none=True), "max_bytes="
+
+
+#: A reading of the limit is reused for LIMIT_SECONDS, by the budget of temporaries always,
+#: and by an output's check where the output is at most REUSE_SHARE of that reading (memory
+#: would have to shrink by more than 7/8 within the second to make such an output not fit):
+#: a lookup costs about 0.1 ms, a tenth of writing a 16 MiB output.
+LIMIT_SECONDS = 1.0
+REUSE_SHARE = 1 / 8
+_limit_seen: tuple[float, str, tuple[int | None, str]] = (-math.inf, "", (None, ""))
+
+
+def recent_limit(nbytes: int | None = None) -> tuple[int | None, str]:
+    """memory_limit(), or a reading of it (for this PROC_DIR) at most LIMIT_SECONDS old where
+    `nbytes` is None or at most REUSE_SHARE of that reading.  MATDERIV_MAX_BYTES, when set,
+    is always read afresh."""
+    global _limit_seen
+    seen_at, proc, reading = _limit_seen
+    now = time.monotonic()
+    fresh = now - seen_at <= LIMIT_SECONDS and proc == PROC_DIR and "MATDERIV_MAX_BYTES" not in os.environ
+    if fresh and (nbytes is None or (reading[0] is not None and nbytes <= reading[0] * REUSE_SHARE)):
+        return reading
+    reading = memory_limit()
+    _limit_seen = (now, PROC_DIR, reading)
+    return reading
 
 
 def check_output_bytes(
@@ -235,23 +259,13 @@ TEMPORARIES_SHARE = 1 / 8
 MIN_TEMPORARY_BYTES = 16 * 2**20
 #: Where no memory limit can be read.
 DEFAULT_TEMPORARY_BYTES = 2**30
-#: The limit is read for the budget at most once a second (a read costs about 0.3 ms).
-_LIMIT_SECONDS = 1.0
-_limit_seen: tuple[float, int | None] = (-math.inf, None)
-
-
 def temporaries_budget(max_bytes: int | None, committed: int) -> int:
     """Bytes of temporaries a call may use: with max_bytes, what it leaves once the call's
     outputs and input copies (`committed` bytes) are counted; else TEMPORARIES_SHARE of the
     memory limit in effect (read at most once a second), at least MIN_TEMPORARY_BYTES."""
-    global _limit_seen
     if max_bytes is not None:
         return max(0, int(max_bytes) - committed)
-    seen_at, limit = _limit_seen
-    now = time.monotonic()
-    if now - seen_at > _LIMIT_SECONDS:
-        limit = memory_limit()[0]
-        _limit_seen = (now, limit)
+    limit = recent_limit()[0]
     if limit is None:
         return DEFAULT_TEMPORARY_BYTES
     return max(MIN_TEMPORARY_BYTES, int(limit * TEMPORARIES_SHARE))
