@@ -24,6 +24,29 @@ cdef inline Py_ssize_t _end_inside(Py_ssize_t start, Py_ssize_t step, Py_ssize_t
     return min(k, (size - start + step - 1) // step)
 
 
+cdef inline void _interior(
+    const floating *src, floating *o, Py_ssize_t C, Py_ssize_t k1, Py_ssize_t k2,
+    Py_ssize_t row_step, Py_ssize_t channel_step,
+) noexcept nogil:
+    """A patch wholly inside the input, kernel rows contiguous (d2 = 1): per channel and
+    kernel row, k2 consecutive entries from src (the patch's first entry of channel 0),
+    rows row_step apart, channels channel_step apart; no bounds to check."""
+    cdef Py_ssize_t c, i, j
+    cdef const floating *s
+    for c in range(C):
+        s = src + c * channel_step
+        for i in range(k1):
+            if k2 == 3:  # the common 3-wide row: three stores, no loop
+                o[0] = s[0]
+                o[1] = s[1]
+                o[2] = s[2]
+            else:
+                for j in range(k2):
+                    o[j] = s[j]
+            o += k2
+            s += row_step
+
+
 cdef inline void _patch(
     const floating *xb, floating *o, Py_ssize_t oh, Py_ssize_t ow, Py_ssize_t C, Py_ssize_t H,
     Py_ssize_t W, Py_ssize_t k1, Py_ssize_t k2, Py_ssize_t s1, Py_ssize_t s2,
@@ -32,21 +55,19 @@ cdef inline void _patch(
     """The patch at output position (oh, ow) of one sample (xb: its (C, H, W) input), its
     C k1 k2 entries written in order from o: per channel and kernel row, zeros left of the
     input, the input's entries, zeros right of it."""
-    cdef Py_ssize_t c, i, j, ih, w0 = ow * s2 - p2
+    cdef Py_ssize_t c, i, j, ih, w0 = ow * s2 - p2, h0 = oh * s1 - p1
     cdef Py_ssize_t jlo = _first_inside(w0, d2, W, k2)
     cdef Py_ssize_t jhi = max(jlo, _end_inside(w0, d2, W, k2))
     cdef const floating *src
+    if d2 == 1 and jlo == 0 and jhi == k2 and h0 >= 0 and h0 + (k1 - 1) * d1 < H:
+        _interior(xb + h0 * W + w0, o, C, k1, k2, d1 * W, H * W)
+        return
     for c in range(C):
         for i in range(k1):
             ih = oh * s1 - p1 + i * d1
             if ih < 0 or ih >= H:
                 for j in range(k2):
                     o[j] = 0
-            elif k2 == 3 and d2 == 1 and jlo == 0 and jhi == 3:  # the common 3-wide interior row
-                src = xb + (c * H + ih) * W + w0
-                o[0] = src[0]
-                o[1] = src[1]
-                o[2] = src[2]
             else:
                 src = xb + (c * H + ih) * W
                 for j in range(jlo):
