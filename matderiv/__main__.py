@@ -107,7 +107,7 @@ def _machine() -> str:
 def bench(quick: bool = False, file: TextIO = sys.stdout, json_path: str | None = None) -> None:
     """Time every kernel against the numpy/scipy ways and the write-once floor, in one run,
     printing each area's rows as soon as they are measured; json_path: also write them there."""
-    from ._bench import areas, as_json, print_routes
+    from ._bench import areas, as_json, print_routes, skipped
     from ._bench.timing import print_table
 
     print(f"matderiv {md.__version__} bench{' --quick' if quick else ''} on {_machine()}", file=file)
@@ -118,6 +118,8 @@ def bench(quick: bool = False, file: TextIO = sys.stdout, json_path: str | None 
         print_table(rows, file, header=k == 0)
         file.flush()
         measured.append((area, rows))
+    for line in skipped(quick):
+        print(line, file=file)
     if json_path is not None:
         with open(json_path, "w") as fh:
             json.dump({"version": md.__version__, "quick": quick, "machine": _machine(), "rows": as_json(measured)}, fh, indent=1)

@@ -124,6 +124,7 @@ def test_bench_prints_each_area_as_measured_and_writes_json(monkeypatch, tmp_pat
     text = out.getvalue()
     assert text.count("matderiv ms") == 1 and text.index("case one") < text.index("case two") < text.index("routes section")
     assert "2.00x" in text and f"wrote 2 rows to {path}" in text
+    assert text.index("case two") < text.index("peers: left out of --quick") < text.index("routes section")
     saved = json.loads(path.read_text())
     assert saved["quick"] is True and [r["area"] for r in saved["rows"]] == ["first", "second"]
     assert saved["rows"][0] == {"area": "first", "case": "case one", "ours_s": 0.002, "floor_s": 0.001,
