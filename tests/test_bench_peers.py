@@ -83,6 +83,7 @@ def test_peer_rows_at_tiny_sizes():
     assert sum(case.startswith("clip_and_sum Conv") for case in cases) == 2
 
 
+@pytest.mark.filterwarnings("ignore:Full backward hook is firing")
 def test_clip_row_falls_back_to_grad_sample_module_without_ghost_clipping(monkeypatch):
     pytest.importorskip("torch", reason=TORCH_REASON)
     pytest.importorskip("opacus", reason="Opacus is optional: its columns are left out where it is not installed")
