@@ -112,14 +112,15 @@ def bench(quick: bool = False, file: TextIO | None = None, json_path: str | None
     section by section, printing each row as soon as it is measured; json_path: also write
     every row there, plot_path: draw their ratios there; file: sys.stdout by default;
     returns the rows' records."""
-    from ._bench import report, sections
+    from ._bench import report, sections, skipped
 
     words, fields = _machine()
     date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     header = {"matderiv": md.__version__, **fields, "date": date, "quick": quick}
     title = (f"matderiv {md.__version__} bench{' --quick' if quick else ''}, {date}", f"on {words}",
              "times: the best of repeated calls; /floor = matderiv time / the write-once floor (allocating "
-             "the output, writing each byte once on one thread); each section says what its ratio is")
+             "the output, writing each byte once on one thread); each section says what its ratio is",
+             *skipped(quick))
     return report.run(sections(quick), sys.stdout if file is None else file, title, header, json_path, plot_path)
 
 

@@ -403,31 +403,6 @@ def test_max_bytes_that_fit_one_sample_a_block_give_the_result():
     assert_close(got, (g**2).sum(0), np.float64)
 
 
-# --- optional: torch ------------------------------------------------------------------------------
-@pytest.mark.parametrize("geometry", [GEOMETRIES[0], GEOMETRIES[2]])
-def test_against_torch_vmap_grad(geometry):
-    torch = pytest.importorskip("torch", reason="torch is optional (never a test dependency): this cross-check against torch.func runs where torch is installed")
-    from torch.func import grad, vmap
-
-    x, _, X = sample(geometry)
-    rng = np.random.default_rng(5)
-    W = rng.standard_normal(X.weight_shape(O))
-    target = rng.standard_normal((len(x), O) + out_shape(geometry))
-    conv = torch.nn.functional.conv1d if x.ndim == 3 else torch.nn.functional.conv2d
-    _, _, stride, padding, dilation = geometry
-
-    def loss(w, xb, tb):
-        y = conv(xb[None], w, stride=stride, padding=padding, dilation=dilation)[0]
-        return ((y - tb) ** 2).sum() / 2
-
-    tw, tx, tt = (torch.from_numpy(a) for a in (W, x, target))
-    per_sample = vmap(grad(loss), in_dims=(None, 0, 0))(tw, tx, tt).numpy()
-    y = conv(tx, tw, stride=stride, padding=padding, dilation=dilation)
-    G = (y - tt).numpy()  # dL/dy of the summed loss
-    assert_close(md.per_sample_grads(X, G), per_sample, np.float64)
-    assert_close(md.per_sample_grad_norms(X, G), np.linalg.norm(per_sample.reshape(len(x), -1), axis=1), np.float64)
-
-
 def test_blocks_never_hold_the_whole_patches(monkeypatch):
     from conftest import peak_bytes
 

@@ -255,18 +255,30 @@ def test_int64_index_path(monkeypatch):
 
 
 # --- torch (optional) ----------------------------------------------------------------------------
+@pytest.mark.parametrize("dtype", REAL_DTYPES)
 @pytest.mark.parametrize("case", range(len(CASES)), ids=IDS)
-def test_against_torch_jacrev(case):
+def test_against_torch_jacrev(case, dtype):
+    """The Jacobians by torch.func.jacrev, and jvp/vjp by torch.func.jvp and vjp, in dtype."""
     torch = pytest.importorskip("torch", reason="torch is optional (never a test dependency): this cross-check against torch.func runs where torch is installed")
     _, C, O, S, k, s, p, d = CASES[case]
     x, W, _, _ = reference(case)
+    x, W = x.astype(dtype), W.astype(dtype)
     conv = torch.nn.functional.conv1d if len(S) == 1 else torch.nn.functional.conv2d
     xt, Wt = torch.tensor(x), torch.tensor(W)
     f = lambda xx, WW: conv(xx[None], WW, stride=s, padding=p, dilation=d)[0]  # noqa: E731
-    jw = torch.func.jacrev(f, argnums=1)(xt, Wt).numpy()
-    jx = torch.func.jacrev(f, argnums=0)(xt, Wt).numpy()
-    assert_close(md.jacobian_conv_weight(x, O, k, stride=s, padding=p, dilation=d).toarray(), jw, np.float64)
-    assert_close(md.jacobian_conv_input(W, x.shape, stride=s, padding=p, dilation=d).toarray(), jx, np.float64)
+    Jw = md.jacobian_conv_weight(x, O, k, stride=s, padding=p, dilation=d)
+    Jx = md.jacobian_conv_input(W, x.shape, stride=s, padding=p, dilation=d)
+    assert_close(Jw.toarray(), torch.func.jacrev(f, argnums=1)(xt, Wt).numpy(), dtype)
+    assert_close(Jx.toarray(), torch.func.jacrev(f, argnums=0)(xt, Wt).numpy(), dtype)
+    rng = np.random.default_rng(case)
+    dW, dx = rng.standard_normal(W.shape).astype(dtype), rng.standard_normal(x.shape).astype(dtype)
+    y, vjp_of = torch.func.vjp(f, xt, Wt)
+    v = rng.standard_normal(tuple(y.shape)).astype(dtype)
+    gx, gW = (g.numpy() for g in vjp_of(torch.tensor(v)))
+    assert_close(Jw.vjp(v), gW, dtype)
+    assert_close(Jx.vjp(v), gx, dtype)
+    assert_close(Jw.jvp(dW), torch.func.jvp(lambda WW: f(xt, WW), (Wt,), (torch.tensor(dW),))[1].numpy(), dtype)
+    assert_close(Jx.jvp(dx), torch.func.jvp(lambda xx: f(xx, Wt), (xt,), (torch.tensor(dx),))[1].numpy(), dtype)
 
 
 # --- errors --------------------------------------------------------------------------------------

@@ -274,28 +274,6 @@ def test_output_too_large_before_allocating():
         md.batch_grad(E, np.ones((1, 1, 64)), max_bytes=2**20)
 
 
-def test_against_torch():
-    """Gradients of a real loss through torch.nn.functional.embedding, per sample by vmap(grad)."""
-    torch = pytest.importorskip("torch", reason="torch is optional (never a test dependency): this cross-check against torch.func runs where torch is installed")
-    from torch.func import grad, vmap
-
-    rng = np.random.default_rng(9)
-    B, T, V, d = 5, 6, 4, 3
-    idx, table = rng.integers(0, V, (B, T)), rng.standard_normal((V, d))
-    target = rng.standard_normal((B, T, d))
-
-    def loss(E, i, y):
-        return ((torch.nn.functional.embedding(i, E) - y) ** 2).sum() / 2
-
-    Et, it, yt = torch.tensor(table), torch.tensor(idx), torch.tensor(target)
-    per_sample = vmap(grad(loss), in_dims=(None, 0, 0))(Et, it, yt).numpy()
-    G = table[idx] - target  # dL/dy
-    E = md.Embedding(idx, V)
-    np.testing.assert_allclose(md.per_sample_grads(E, G).toarray().reshape(B, V, d), per_sample, rtol=1e-12)
-    np.testing.assert_allclose(md.per_sample_grad_norms(E, G), np.linalg.norm(per_sample.reshape(B, -1), axis=1))
-    np.testing.assert_allclose(md.batch_grad(E, G), per_sample.sum(axis=0), rtol=1e-12)
-
-
 # --- dask: idx (and G) chunked along B, against the in-memory functions tested above -------------
 DASK_CALLS = [
     ("per_sample_grads", (), {}),

@@ -1,11 +1,13 @@
 """The sections of `python -m matderiv bench`, one module per area: jacobian, kronecker,
 conv_jacobian, gradients, statistics, pipeline, layers (convolutions), embedding and
 (with the dask extra) dask, each with its rows and what a ratio means there (RATIO);
-routes, the last section (each batched function against the best plain-numpy route on a
-grid of sequence shapes).  timing holds the harness (best_time, the write-once floor),
+(where torch is installed, not under --quick) peers, against torch.func, BackPACK and
+Opacus; routes, the last section (each batched function against the best plain-numpy
+route on a grid of sequence shapes).  timing holds the harness (best_time, the write-once floor),
 table the printing and the JSON records, report the run, plot the ratio chart."""
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Iterator
 
 from .table import Section
@@ -30,5 +32,24 @@ def sections(quick: bool) -> Iterator[Section]:
         pass
     else:
         yield Section("dask", dask.RATIO, dask.dask_rows(quick))
+    if not skipped(quick):
+        from . import peers
+
+        yield Section("peers", peers.RATIO, peers.peer_rows(quick))
     yield Section("routes", routes.RATIO, routes.route_rows(quick), routes.HEADER, routes.row_lines,
                   routes.record, routes.summary)
+
+
+def have_torch() -> bool:
+    """Whether torch can be imported here (the peers section needs it)."""
+    return importlib.util.find_spec("torch") is not None
+
+
+def skipped(quick: bool) -> list[str]:
+    """A line for each section that `sections` leaves out of this run, saying why."""
+    if quick:
+        return ["peers: left out of --quick (full-size layers against torch.func, BackPACK and Opacus); "
+                "`python -m matderiv bench` runs it where torch is installed"]
+    if not have_torch():
+        return ["peers: skipped, torch is not installed (the comparisons with torch.func, BackPACK and Opacus need it)"]
+    return []
