@@ -42,7 +42,8 @@ print(f"mislabeled among the {k} highest self-influences: {np.mean(flipped[np.ar
 # %%
 # Left: every training sample's score against test sample 0, highest first, coloured by
 # whether its (possibly flipped) label is the test sample's. Right: self-influence is
-# much larger for the mislabeled samples, which the network can only fit by memorizing.
+# much larger for the mislabeled samples: the network does not fit them, so their
+# gradients stay large at every checkpoint.
 
 t = 0
 order = np.argsort(-scores[:, t])
