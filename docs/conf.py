@@ -10,14 +10,15 @@ install). Nothing is fetched at build time.
 """
 from __future__ import annotations
 
-import os
 import re
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-os.environ.setdefault("MPLBACKEND", "Agg")  # the gallery's figures, drawn without a display
+import matplotlib  # noqa: E402
+
+matplotlib.use("Agg")  # the gallery's figures, drawn without a display
 
 import matderiv  # noqa: E402  (after the path insert: the checkout's matderiv)
 import matderiv.dask  # noqa: E402
