@@ -75,7 +75,10 @@ html_theme_options = {
     "navigation_with_keys": False,
     "show_toc_level": 2,
     "secondary_sidebar_items": ["page-toc"],
+    "header_links_before_dropdown": 7,  # every top-level page in the header, API and changelog too
 }
+# the single pages have no section to navigate: no left sidebar
+html_sidebars = {page: [] for page in ("index", "getting_started", "which_function", "mathematics", "changelog")}
 html_static_path = ["_static"]
 html_css_files = ["matderiv.css"]
 html_show_sourcelink = False
