@@ -9,17 +9,23 @@ writes every row as JSON: its area, the case, matderiv's time ``ours_s``, the fl
 ``floor_s`` (or null) and the references' times ``refs_s``, all in seconds.
 
 This script does not run the bench: it reads ``examples/data/bench_quick.json``, written
-by one ``bench --quick --json`` run on a 2-core virtual machine that was shared with other
-jobs at the time, so single ratios can be off by tens of percent, and more where BLAS
-threads competed with those jobs: the dask rows' in-memory references, whose BLAS calls
-used every core, ran tens of times slower than usual, while dask's tasks run BLAS on
-one thread each. Two ratios are drawn:
+by one run of
+
+.. code-block:: bash
+
+    OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 python -m matderiv bench --quick --json examples/data/bench_quick.json
+
+on a 2-core virtual machine (AMD EPYC) that was shared with other jobs at the time. One
+thread, because with every core busy a multi-threaded BLAS call stalls and its ratio
+says more about the load than about the code; single ratios can still be off by tens
+of percent. Two ratios are drawn:
 
 * speedup = reference time / matderiv time, for every reference of every row (above 1:
   matderiv is faster). Some references are yardsticks rather than other ways to the same
   result: "one batch_grad" for the functions that do more than one GEMM, "the float64
-  call" for float32 rows, "the same, aligned" for misaligned inputs, the in-memory call
-  for dask; there a speedup under 1 is the price of the extra work.
+  call" for float32 rows, "the same, aligned" for misaligned inputs, matderiv's route not
+  taken ("matderiv forced ..."), the in-memory call for dask; there a speedup under 1 is
+  the price of the extra work.
 * /floor = matderiv time / the write-once floor, for the rows that have one (1 means as
   fast as writing the output once).
 """
@@ -68,6 +74,6 @@ right.set_yticks(range(len(floored)), labels, fontsize=7)
 right.invert_yaxis()
 right.set_xlabel("/floor = matderiv time / write-once floor")
 right.set_title("memory-bound rows against the floor")
-fig.suptitle("one python -m matderiv bench --quick run, 2-core shared VM")
+fig.suptitle("one python -m matderiv bench --quick run on one thread, 2-core shared VM")
 fig.tight_layout()
 plt.show()
