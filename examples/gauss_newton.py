@@ -160,6 +160,7 @@ def draw(traces: dict[str, list[float]], n_params: int):
     ax.set_xlabel("residual evaluations")
     ax.set_ylabel("lowest cost so far")
     ax.set_title("least_squares(method='trf', tr_solver='lsmr'): the same fit")
+    ax.set_ylim(top=ax.get_ylim()[1] * 30)  # headroom for the legend above both curves
     ax.legend(fontsize=8, loc="upper right")
     fig.tight_layout()
     return fig
