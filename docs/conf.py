@@ -10,6 +10,7 @@ install). Nothing is fetched at build time.
 """
 from __future__ import annotations
 
+import doctest
 import re
 import sys
 from pathlib import Path
@@ -38,6 +39,12 @@ extensions = [
     "numpydoc",
     "sphinx_gallery.gen_gallery",
 ]
+
+# -b doctest: the >>> examples of the pages and of the API pages' docstrings; Sphinx's
+# option flags plus NORMALIZE_WHITESPACE (printed arrays wrap, a cut string may end in a space)
+doctest_default_flags = (
+    doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE | doctest.IGNORE_EXCEPTION_DETAIL | doctest.DONT_ACCEPT_TRUE_FOR_1
+)
 
 templates_path = ["_templates"]
 exclude_patterns = ["_build"]
