@@ -11,7 +11,8 @@ The model is softmax regression z = x @ W + c.  Each step is one pass over the d
 The data, the logits and G are dask arrays; md.clip_and_sum sees dask inputs and
 returns lazy sums, so the whole step (loss, accuracy, clipped sums, the fraction of
 examples clipped) is one dask computation whose peak memory is a few chunks, on the
-threaded scheduler or on a cluster of worker processes (--workers N).
+threaded scheduler or on a cluster of worker processes (--workers N).  Each pass shows
+its progress (dask's progress bar; --no-progress: none).
 
     python examples/dask_dp_sgd.py --samples 4194304 --steps 5 --workers 2
 """
@@ -39,6 +40,32 @@ def make_data(n_samples: int, n_features: int, n_classes: int, chunk: int, seed:
     return X, y
 
 
+def compute(*collections, progress: bool = True, label: str = "") -> tuple:
+    """dask.compute of the collections, with a progress bar where `progress` (after the
+    label): dask's ProgressBar on the threaded scheduler, distributed's where a Client is
+    the default scheduler."""
+    if not progress:
+        return dask.compute(*collections)
+    if label:
+        print(label, flush=True)
+    try:
+        from distributed import default_client
+
+        client = default_client()
+    except (ImportError, ValueError):  # no distributed, or no client: a local scheduler
+        client = None
+    if client is None:
+        from dask.diagnostics import ProgressBar
+
+        with ProgressBar():
+            return dask.compute(*collections)
+    from distributed import progress as show
+
+    futures = client.compute(list(collections))
+    show(futures)  # a text bar, until every future is done
+    return tuple(client.gather(futures))
+
+
 def step_terms(W: np.ndarray, c: np.ndarray, X: da.Array, y: da.Array, max_norm: float):
     """The lazy pieces of one step: mean loss, accuracy, clipped sums, fraction clipped."""
     z = X @ W + c
@@ -55,9 +82,10 @@ def step_terms(W: np.ndarray, c: np.ndarray, X: da.Array, y: da.Array, max_norm:
 def main(
     n_samples: int = 2**22, n_features: int = 32, n_classes: int = 4, chunk: int = 2**16,
     steps: int = 5, lr: float = 4.0, max_norm: float = 3.0, noise_multiplier: float = 1.0,
-    seed: int = 0, workers: int = 0,
+    seed: int = 0, workers: int = 0, progress: bool = True,
 ) -> list[float]:
-    """Train; returns the loss before each step and after the last."""
+    """Train (with a progress bar for each pass where `progress`); returns the loss before
+    each step and after the last."""
     client = None
     if workers:
         from dask.distributed import Client
@@ -71,7 +99,8 @@ def main(
         losses = []
         for step in range(steps + 1):
             t0 = time.perf_counter()
-            loss, acc, dW, dc, clipped = dask.compute(*step_terms(W, c, X, y, max_norm))
+            terms = step_terms(W, c, X, y, max_norm)
+            loss, acc, dW, dc, clipped = compute(*terms, progress=progress, label=f"step {step:2d}: one pass")
             losses.append(float(loss))
             print(f"step {step:2d}  loss {loss:.4f}  accuracy {acc:.3f}  clipped {clipped:.1%}  "
                   f"({time.perf_counter() - t0:.2f} s for {n_samples} rows)")
@@ -94,6 +123,7 @@ if __name__ == "__main__":
     parser.add_argument("--max-norm", type=float, default=3.0)
     parser.add_argument("--noise-multiplier", type=float, default=1.0)
     parser.add_argument("--workers", type=int, default=0, help="worker processes (0: threaded scheduler)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     a = parser.parse_args()
     main(a.samples, chunk=a.chunk, steps=a.steps, max_norm=a.max_norm,
-         noise_multiplier=a.noise_multiplier, workers=a.workers)
+         noise_multiplier=a.noise_multiplier, workers=a.workers, progress=not a.no_progress)

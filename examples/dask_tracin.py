@@ -13,7 +13,8 @@ TracIn (Pruthi et al., 2020) scores training sample z against test sample z' by
 a lazy (n_train, n_test) array chunked like X along rows; only its top entries per test
 sample (da.argtopk, a tree reduction) and the self-influences lr * ||g||^2 are computed,
 so the peak memory does not grow with the training set (about 0.6 GB resident for
-2^18 ... 2^20 rows on the threaded scheduler).
+2^18 ... 2^20 rows on the threaded scheduler).  Each pass shows its progress (dask's
+progress bar; --no-progress: none).
 
     python examples/dask_tracin.py --samples 4194304 --test 64 --workers 2
 """
@@ -26,7 +27,7 @@ import time
 import dask
 import dask.array as da
 import numpy as np
-from dask_dp_sgd import make_data  # the lazy training set of the DP example next to this one
+from dask_dp_sgd import compute, make_data  # the lazy training set and the progress bars of the DP example
 
 import matderiv as md
 
@@ -47,12 +48,14 @@ def output_grads(W: np.ndarray, c: np.ndarray, X, y):
     return p - (y[:, None] == np.arange(W.shape[1])[None, :])
 
 
-def train(X: da.Array, y: da.Array, n_classes: int, steps: int, lr: float):
-    """Full-batch gradient descent from zeros; the checkpoints (W, c) after each step."""
+def train(X: da.Array, y: da.Array, n_classes: int, steps: int, lr: float, progress: bool = False):
+    """Full-batch gradient descent from zeros (a progress bar for each step where
+    `progress`); the checkpoints (W, c) after each step."""
     W, c = np.zeros((X.shape[1], n_classes)), np.zeros(n_classes)
     checkpoints = []
-    for _ in range(steps):
-        dW, dc = dask.compute(*md.batch_grad(X, output_grads(W, c, X, y), convention="xW", reduce="mean", bias=True))
+    for step in range(steps):
+        dW, dc = compute(*md.batch_grad(X, output_grads(W, c, X, y), convention="xW", reduce="mean", bias=True),
+                         progress=progress, label=f"training step {step + 1}/{steps}")
         W, c = W - lr * dW, c - lr * dc
         checkpoints.append((W, c))
     return checkpoints
@@ -81,20 +84,24 @@ def _scheduler(workers: int):
 def main(
     n_samples: int = 2**22, n_test: int = 64, n_features: int = 32, n_classes: int = 4, chunk: int = 2**16,
     steps: int = 4, lr: float = 2.0, flip: float = 0.05, top: int = 10, seed: int = 0, workers: int = 0,
+    progress: bool = True,
 ) -> dict[str, float]:
-    """Train, score, and report how well the scores explain the model; returns the metrics."""
+    """Train, score, and report how well the scores explain the model (a progress bar for
+    each pass over the data where `progress`); returns the metrics."""
     with _scheduler(workers):
         X_all, y_all = make_data(n_samples + n_test, n_features, n_classes, chunk, seed)  # one hidden model
-        X, (X_test, y_test) = X_all[:n_samples], dask.compute(X_all[n_samples:], y_all[n_samples:])
+        X, (X_test, y_test) = X_all[:n_samples], dask.compute(X_all[n_samples:], y_all[n_samples:])  # one chunk
         y, flipped = flip_labels(y_all[:n_samples], n_classes, flip, seed + 1)
         t0 = time.perf_counter()
-        checkpoints = train(X, y, n_classes, steps, lr)
+        checkpoints = train(X, y, n_classes, steps, lr, progress)
         scores, influence = tracin_terms(checkpoints, lr, X, y, X_test, y_test)
         k = max(1, int(round(flip * n_samples)))
         proponents = da.argtopk(scores, top, axis=0)  # (top, n_test), largest first
         suspects = da.argtopk(influence, k)
-        proponents, suspects, flip_rate = dask.compute(proponents, suspects, flipped.mean())
-        y_prop, caught = dask.compute(y[proponents.ravel()], flipped[np.sort(suspects)].mean())
+        proponents, suspects, flip_rate = compute(proponents, suspects, flipped.mean(), progress=progress,
+                                                  label="TracIn scores: top proponents, self-influences")
+        y_prop, caught = compute(y[proponents.ravel()], flipped[np.sort(suspects)].mean(), progress=progress,
+                                 label="their labels")
         same_label = float(np.mean(y_prop.reshape(proponents.shape) == y_test[None, :]))
         print(f"{steps} steps on {n_samples} rows, TracIn of {n_test} test samples: {time.perf_counter() - t0:.1f} s")
         print(f"top-{top} proponents share the test sample's label: {same_label:.3f} (chance {1 / n_classes:.3f})")
@@ -110,5 +117,6 @@ if __name__ == "__main__":
     parser.add_argument("--chunk", type=int, default=2**16)
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--workers", type=int, default=0, help="worker processes (0: threaded scheduler)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     a = parser.parse_args()
-    main(a.samples, a.test, chunk=a.chunk, steps=a.steps, workers=a.workers)
+    main(a.samples, a.test, chunk=a.chunk, steps=a.steps, workers=a.workers, progress=not a.no_progress)

@@ -3,7 +3,7 @@ what a bug report needs."""
 from __future__ import annotations
 
 import argparse
-import json
+import datetime
 import platform
 import sys
 from collections.abc import Sequence
@@ -88,7 +88,8 @@ def demo(n: int = 2, m: int = 3, seed: int = 0, file: TextIO = sys.stdout) -> No
     _caught("ignoring the product rule", lambda W_: W_ @ np.tanh(W_.T @ y), W, md.jacobian_wx(xw, n), file)
 
 
-def _machine() -> str:
+def _machine() -> tuple[str, dict[str, object]]:
+    """The machine in words (the bench's title), and as the JSON header's fields."""
     cpu = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as fh:
@@ -98,31 +99,28 @@ def _machine() -> str:
     from ._kernels import _openmp
     from ._threads import usable_cores
 
-    return (
-        f"{cpu}, {usable_cores()} usable cores; OpenMP {'on' if _openmp.have_openmp() else 'off'}, "
-        f"{_openmp.max_threads()} threads; numpy {np.__version__}, Python {platform.python_version()}"
-    )
+    fields = {"cpu": cpu, "usable_cores": usable_cores(), "openmp": bool(_openmp.have_openmp()),
+              "threads": _openmp.max_threads(), "numpy": np.__version__, "python": platform.python_version()}
+    words = (f"{cpu}, {fields['usable_cores']} usable cores; OpenMP {'on' if fields['openmp'] else 'off'}, "
+             f"{fields['threads']} threads; numpy {np.__version__}, Python {fields['python']}")
+    return words, fields
 
 
-def bench(quick: bool = False, file: TextIO = sys.stdout, json_path: str | None = None) -> None:
+def bench(quick: bool = False, file: TextIO | None = None, json_path: str | None = None,
+          plot_path: str | None = None) -> list[dict]:
     """Time every kernel against the numpy/scipy ways and the write-once floor, in one run,
-    printing each area's rows as soon as they are measured; json_path: also write them there."""
-    from ._bench import areas, as_json, print_routes
-    from ._bench.timing import print_table
+    section by section, printing each row as soon as it is measured; json_path: also write
+    every row there, plot_path: draw their ratios there; file: sys.stdout by default;
+    returns the rows' records."""
+    from ._bench import report, sections
 
-    print(f"matderiv {md.__version__} bench{' --quick' if quick else ''} on {_machine()}", file=file)
-    print("speedup = reference time / matderiv time (above 1: matderiv is faster); "
-          "/floor = matderiv time / write-once floor\n", file=file, flush=True)
-    measured = []
-    for k, (area, rows) in enumerate(areas(quick)):
-        print_table(rows, file, header=k == 0)
-        file.flush()
-        measured.append((area, rows))
-    if json_path is not None:
-        with open(json_path, "w") as fh:
-            json.dump({"version": md.__version__, "quick": quick, "machine": _machine(), "rows": as_json(measured)}, fh, indent=1)
-        print(f"\nwrote {len(as_json(measured))} rows to {json_path}", file=file)
-    print_routes(quick, file)
+    words, fields = _machine()
+    date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    header = {"matderiv": md.__version__, **fields, "date": date, "quick": quick}
+    title = (f"matderiv {md.__version__} bench{' --quick' if quick else ''}, {date}", f"on {words}",
+             "times: the best of repeated calls; /floor = matderiv time / the write-once floor (allocating "
+             "the output, writing each byte once on one thread); each section says what its ratio is")
+    return report.run(sections(quick), sys.stdout if file is None else file, title, header, json_path, plot_path)
 
 
 def _positive(text: str) -> int:
@@ -130,6 +128,21 @@ def _positive(text: str) -> int:
     if value < 1 or value > 50:
         raise argparse.ArgumentTypeError(f"expected an int from 1 to 50, got {value}")
     return value
+
+
+BENCH = """Time every kernel against the plain numpy/scipy ways of computing the same thing and
+against the write-once floor, section by section (one per area, then the routes), each row
+printed as soon as it is measured. A ratio is matderiv's time over the time it is compared
+with: below 1, matderiv is faster; each section's header says what it is compared with."""
+JSON_HELP = """also write every row of every section, the routes included, to PATH as JSON
+(rewritten after each section): {"header": {matderiv, numpy and python versions, cpu,
+usable_cores, openmp, threads, date, quick}, "rows": [{area, label, matderiv_s, ratio
+(to the fastest reference), floor_s, floor_ratio, references: [{name, time_s, ratio}]},
+...]}; times in seconds, a ratio is matderiv's time / the other, null where there is none;
+routes rows also carry function, shape [B, T, n=m], dtype, threads and within_budget"""
+PLOT_HELP = """draw the ratio chart to PATH (PNG, or SVG/PDF by the extension): a horizontal
+bar per row from 1 to matderiv's time / its fastest reference, log scale, coloured by area;
+needs matplotlib; can be combined with --json"""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -140,9 +153,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_demo.add_argument("--n", type=_positive, default=2, help="rows of W (default 2)")
     p_demo.add_argument("--m", type=_positive, default=3, help="columns of W (default 3)")
     p_demo.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    p_bench = sub.add_parser("bench", help="time the kernels against numpy/scipy")
+    p_bench = sub.add_parser("bench", help="time the kernels against numpy/scipy", description=BENCH)
     p_bench.add_argument("--quick", action="store_true", help="small sizes, few repeats")
-    p_bench.add_argument("--json", metavar="PATH", help="also write the rows (times in seconds) to PATH as JSON")
+    p_bench.add_argument("--json", metavar="PATH", help=JSON_HELP)
+    p_bench.add_argument("--plot", metavar="PATH", help=PLOT_HELP)
     sub.add_parser("info", help="versions, OpenMP, threads, BLAS, the serial threshold and the memory limit (for bug reports)")
     args = parser.parse_args(argv)
     if args.command is None:
@@ -150,7 +164,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     elif args.command == "demo":
         demo(args.n, args.m, args.seed)
     elif args.command == "bench":
-        bench(args.quick, json_path=args.json)
+        if args.plot is not None:
+            from ._bench import plot
+
+            try:
+                plot.require()  # before the bench runs, not after
+            except ImportError as exc:
+                p_bench.error(str(exc))
+        bench(args.quick, json_path=args.json, plot_path=args.plot)
     else:  # info
         from ._info import print_report
 

@@ -12,7 +12,7 @@ moments behind the variance.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -84,29 +84,63 @@ def gemm(Xc: np.ndarray, Gc: np.ndarray, convention: str) -> np.ndarray:
     return product(Gf, Xf) if convention == "Wx" else product(Xf, Gf)
 
 
-#: A misaligned GEMM operand is copied into an aligned buffer of about this many bytes at a
-#: time (cache-sized: the GEMM reads the copy back from cache, not from memory).
+#: Rows staged for a GEMM (copied, scaled or squared into a reused buffer in front of it)
+#: come in blocks of about this many bytes per operand, cache-sized so that the GEMM reads
+#: them back from cache, not from memory, and of at least MIN_STAGE_ROWS rows, so that
+#: adding each block's product into the sum costs little beside the product.
 STAGE_BYTES = 1 << 20
+MIN_STAGE_ROWS = 256
+
+
+def stage_rows(row_bytes: int, rows_per_unit: int = 1) -> int:
+    """Units (rows, or samples of `rows_per_unit` rows) per staged block, for `row_bytes`
+    bytes of the widest operand's row."""
+    unit_bytes = max(1, row_bytes * rows_per_unit)
+    return max(1, STAGE_BYTES // unit_bytes, -(-MIN_STAGE_ROWS // max(1, rows_per_unit)))
+
+
+def staged_product(count: int, step: int, shape: tuple[int, int], dtype: np.dtype,
+                   fill: Callable[[int, int], tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+    """sum over blocks [lo, hi) of `step` units of range(count) of a.T @ c, shape `shape` in
+    dtype, where (a, c) = fill(lo, hi) are 2-D with one number of rows: the block's rows as
+    they are, or prepared (copied, scaled, squared) into cache-sized buffers that fill
+    reuses (step from stage_rows).  One block is one GEMM; the sums across blocks run in
+    dtype, like a single GEMM's accumulation."""
+    if count <= step:
+        a, c = fill(0, count)
+        return a.T @ c
+    out, part = np.zeros(shape, dtype), np.empty(shape, dtype)
+    for lo in range(0, count, step):
+        a, c = fill(lo, min(count, lo + step))
+        np.matmul(a.T, c, out=part)
+        out += part
+    return out
+
+
+def stager(M: np.ndarray, step: int) -> Callable[[int, int], np.ndarray]:
+    """rows lo:hi of 2-D M, as they are where M is aligned, else copied into one reused
+    aligned buffer of `step` rows (numpy's matmul skips BLAS for misaligned arrays)."""
+    if M.flags.aligned:
+        return lambda lo, hi: M[lo:hi]
+    buf = np.empty((min(step, len(M)), M.shape[1]), M.dtype)
+
+    def staged(lo: int, hi: int) -> np.ndarray:
+        np.copyto(buf[: hi - lo], M[lo:hi])
+        return buf[: hi - lo]
+
+    return staged
 
 
 def product(A: np.ndarray, C: np.ndarray) -> np.ndarray:
     """A.T @ C for 2-D A (k, p) and C (k, q) of one dtype: one GEMM where both are aligned;
-    else over blocks of rows, each misaligned operand's block first copied into a small
-    aligned buffer (numpy's matmul skips BLAS for misaligned arrays), summed in their dtype
-    like the single GEMM's accumulation."""
+    else staged block by block (each misaligned operand's block copied into a small
+    aligned buffer)."""
     if A.flags.aligned and C.flags.aligned:
         return A.T @ C
-    step = max(1, STAGE_BYTES // max(1, A.strides[0], C.strides[0]))
-    staged = [None if M.flags.aligned else np.empty((min(step, len(M)), M.shape[1]), M.dtype) for M in (A, C)]
-    out = np.zeros((A.shape[1], C.shape[1]), A.dtype)
-    for lo in range(0, len(A), step):
-        blocks = [M[lo : lo + step] for M in (A, C)]
-        for i, buf in enumerate(staged):
-            if buf is not None:
-                blocks[i] = buf[: len(blocks[i])]
-                np.copyto(blocks[i], (A, C)[i][lo : lo + step])
-        out += blocks[0].T @ blocks[1]
-    return out
+    step = stage_rows(max(A.shape[1], C.shape[1]) * A.itemsize)
+    rows_A, rows_C = stager(A, step), stager(C, step)
+    return staged_product(len(A), step, (A.shape[1], C.shape[1]), A.dtype,
+                          lambda lo, hi: (rows_A(lo, hi), rows_C(lo, hi)))
 
 
 # --- inputs ------------------------------------------------------------------------------

@@ -31,11 +31,21 @@ _V1_UNLIMITED = 2**60
 
 
 def _read(path: str) -> str | None:
+    """The text of a /proc or cgroup file, None where it cannot be read (raw reads: a
+    third of the cost of open(), which every limit lookup pays several times)."""
     try:
-        with open(path) as fh:
-            return fh.read()
+        fd = os.open(path, os.O_RDONLY)
     except OSError:
         return None
+    try:
+        chunks = []
+        while chunk := os.read(fd, 1 << 16):
+            chunks.append(chunk)
+        return b"".join(chunks).decode(errors="replace")
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
 
 
 def _stat_value(text: str | None, key: str) -> int:
@@ -61,8 +71,8 @@ def _cgroup_mounts() -> dict[str, tuple[str, str]]:
     return mounts
 
 
-def _cgroup_dirs() -> list[tuple[str, str]]:
-    """(version, directory) of this process's memory cgroup, v1 and/or v2."""
+def _cgroup_dirs() -> list[tuple[str, str, str]]:
+    """(version, directory, mount point) of this process's memory cgroup, v1 and/or v2."""
     mounts = _cgroup_mounts()
     found = []
     for line in (_read(os.path.join(PROC_DIR, "self", "cgroup")) or "").splitlines():
@@ -73,8 +83,23 @@ def _cgroup_dirs() -> list[tuple[str, str]]:
             continue
         root, mount_point = mounts[version]
         rel = path[len(root):] if path.startswith(root) else path
-        found.append((version, os.path.normpath(mount_point + "/" + rel.strip("/"))))
+        found.append((version, os.path.normpath(mount_point + "/" + rel.strip("/")), mount_point))
     return found
+
+
+#: Where this process's memory cgroups are (mounts and paths: they change only when the
+#: process is moved to another cgroup) is read once per process and PROC_DIR, which saves
+#: most of a limit lookup's 0.5 ms; the limits and usages themselves are read every time.
+_layout_seen: tuple[tuple[int, str], list[tuple[str, str, str]]] | None = None
+
+
+def _cgroup_layout() -> list[tuple[str, str, str]]:
+    """_cgroup_dirs(), cached per process id (a forked child reads its own) and PROC_DIR."""
+    global _layout_seen
+    key = (os.getpid(), PROC_DIR)
+    if _layout_seen is None or _layout_seen[0] != key:
+        _layout_seen = (key, _cgroup_dirs())
+    return _layout_seen[1]
 
 
 def _cgroup_free(version: str, directory: str, mount_point: str) -> tuple[int, str] | None:
@@ -129,9 +154,8 @@ def memory_limit() -> tuple[int | None, str]:
     available = _mem_available()
     if available is not None:
         candidates.append((available, "memory available on the machine (MemAvailable)"))
-    mounts = _cgroup_mounts()
-    for version, directory in _cgroup_dirs():
-        found = _cgroup_free(version, directory, mounts[version][1])
+    for version, directory, mount_point in _cgroup_layout():
+        found = _cgroup_free(version, directory, mount_point)
         if found is not None:
             candidates.append(found)
     if not candidates:
@@ -153,8 +177,32 @@ def _resolve_limit(max_bytes: int | None, nbytes: int) -> tuple[int | None, str]
     if max_bytes is None:
         if nbytes < _SMALL_OUTPUT and "MATDERIV_MAX_BYTES" not in os.environ:
             return None, ""
-        return memory_limit()
+        return recent_limit(nbytes)
     return v.byte_count(max_bytes, "max_bytes", or_none=True), "max_bytes="
+
+
+#: A reading of the limit is reused for LIMIT_SECONDS, by the budget of temporaries always,
+#: and by an output's check where the output is at most REUSE_SHARE of that reading (memory
+#: would have to shrink by more than 7/8 within the second to make such an output not fit):
+#: a lookup costs about 0.1 ms, a tenth of writing a 16 MiB output.
+LIMIT_SECONDS = 1.0
+REUSE_SHARE = 1 / 8
+_limit_seen: tuple[float, str, tuple[int | None, str]] = (-math.inf, "", (None, ""))
+
+
+def recent_limit(nbytes: int | None = None) -> tuple[int | None, str]:
+    """memory_limit(), or a reading of it (for this PROC_DIR) at most LIMIT_SECONDS old where
+    `nbytes` is None or at most REUSE_SHARE of that reading.  MATDERIV_MAX_BYTES, when set,
+    is always read afresh."""
+    global _limit_seen
+    seen_at, proc, reading = _limit_seen
+    now = time.monotonic()
+    fresh = now - seen_at <= LIMIT_SECONDS and proc == PROC_DIR and "MATDERIV_MAX_BYTES" not in os.environ
+    if fresh and (nbytes is None or (reading[0] is not None and nbytes <= reading[0] * REUSE_SHARE)):
+        return reading
+    reading = memory_limit()
+    _limit_seen = (now, PROC_DIR, reading)
+    return reading
 
 
 def check_output_bytes(
@@ -211,23 +259,13 @@ TEMPORARIES_SHARE = 1 / 8
 MIN_TEMPORARY_BYTES = 16 * 2**20
 #: Where no memory limit can be read.
 DEFAULT_TEMPORARY_BYTES = 2**30
-#: The limit is read for the budget at most once a second (a read costs about 0.3 ms).
-_LIMIT_SECONDS = 1.0
-_limit_seen: tuple[float, int | None] = (-math.inf, None)
-
-
 def temporaries_budget(max_bytes: int | None, committed: int) -> int:
     """Bytes of temporaries a call may use: with max_bytes, what it leaves once the call's
     outputs and input copies (`committed` bytes) are counted; else TEMPORARIES_SHARE of the
     memory limit in effect (read at most once a second), at least MIN_TEMPORARY_BYTES."""
-    global _limit_seen
     if max_bytes is not None:
         return max(0, int(max_bytes) - committed)
-    seen_at, limit = _limit_seen
-    now = time.monotonic()
-    if now - seen_at > _LIMIT_SECONDS:
-        limit = memory_limit()[0]
-        _limit_seen = (now, limit)
+    limit = recent_limit()[0]
     if limit is None:
         return DEFAULT_TEMPORARY_BYTES
     return max(MIN_TEMPORARY_BYTES, int(limit * TEMPORARIES_SHARE))

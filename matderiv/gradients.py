@@ -18,7 +18,7 @@ copy of the inputs.
 """
 from __future__ import annotations
 
-from typing import Literal, overload
+from typing import Any, Literal, overload
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -211,10 +211,11 @@ def clip_and_sum(
     c_b = 1.  Returns (dW, norms) or (dW, db, norms); dW is (n, m) for "Wx" and (m, n)
     for "xW", norms the unclipped ||g_b||, shape (B,).
 
-    2-D, and sequences short enough for the Gram route: one pass over G and X that forms
-    the norms, the factors and the scaled copy of the narrower of G and X (2-D one kernel,
-    3-D the Gram norms, then the scaling) and one GEMM with that copy (db is one GEMV):
-    memory O(B*T*(n + m) + n*m), no per-sample gradient formed.  Longer sequences: the
+    2-D, and sequences short enough for the Gram route: a GEMM staged block by block, the
+    narrower of G and X scaled by c_b into a cache-sized buffer in front of each block's
+    product (2-D: the block's norms and factors come from the same kernel pass, so G and
+    X are read once; 3-D: the Gram norms first); db from the same blocks.  No per-sample
+    gradient and no scaled copy of an input is formed.  Longer sequences: the
     per-sample gradients in blocks (within the temporaries' budget), each block giving
     its norms, factors and share of the sum, so that none is formed twice.
     Non-finite samples follow the arithmetic of c_b * g_b (they are not dropped): a NaN
@@ -227,48 +228,79 @@ def clip_and_sum(
     threads = v.n_threads_value(n_threads)
     inp = Inputs(X, G)
     B, n, m, dtype = inp.B, inp.n, inp.m, inp.dtype
-    scaled = inp.G.shape[:-1] + (min(n, m),)
-    parts = inp.parts(inp.w_shape(convention), bias) + [((B,), dtype), (scaled, dtype)]
+    parts = inp.parts(inp.w_shape(convention), bias) + [((B,), dtype)]
     b = inp.load(parts, what="clip_and_sum", max_bytes=max_bytes, aligned=inp.ndim == 3)  # 2-D: read in place
     materialize = b.ndim == 3 and clip_route(b) == "materialize"
-    # c_b g_b = (c_b G[b]) (x) X[b] = G[b] (x) (c_b X[b]): scale the narrower of the two
-    scale_G = n <= m
-    a, other = (b.G, b.X) if scale_G else (b.X, b.G)
     # non-finite inputs follow the arithmetic documented above, without warnings
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         if materialize:
             dW, norms64, factor = _clip_materialized(b, clip, bias)
+            db = b.bias_grads().T @ factor.astype(dtype) if bias else None
             dW = _batch.oriented(dW, convention, dtype)
         else:
-            if b.ndim == 2:
-                cb, norms64, factor = _clip_rows(b, scale_G, clip, bias, threads)
-            else:
-                norms64 = _batch.norms(b, bias, threads)
-                factor = _clip_factors(norms64, clip)
-                cb = a * factor.astype(dtype)[:, None, None]
-            dW = _batch.gemm(other, cb, convention) if scale_G else _batch.gemm(cb, other, convention)
+            dW, db, norms64, factor = _clip_staged(b, clip, bias, convention, threads)
         norms = norms64.astype(dtype)
-        if not bias:
-            return dW, norms
-        db = _batch.product(b.bias_grads(), factor.astype(dtype)[:, None])[:, 0]  # sum_b c_b db_b
-    return dW, db, norms
+    if not bias:
+        return dW, norms
+    return dW, db.astype(dtype, copy=False), norms
 
 
-def _clip_rows(b: Batch, scale_G: bool, clip: float, bias: bool, threads: int) -> tuple[np.ndarray, ...]:
-    """2-D, one kernel pass: the scaled copy c_b a_b of the narrower operand a, the norms
-    and the factors c_b (float64).  Samples whose factorized norm is not finite are
-    recomputed from their materialized gradients (it may miss a 0 * inf of g_b)."""
+def _clip_staged(b: Batch, clip: float, bias: bool, convention: str, threads: int) -> tuple[Any, ...]:
+    """2-D, and 3-D on the Gram norms' route: sum_b c_b g_b as a GEMM staged block by block,
+    c_b g_b = (c_b G[b]) (x) X[b] = G[b] (x) (c_b X[b]) with the narrower operand a scaled
+    into a cache-sized buffer in front of each block's GEMM.  2-D: the block's norms and
+    factors come from the same kernel pass that scales it (one read of G and X in all);
+    3-D: from the Gram norms first.  Returns dW, db (float64, or None), norms and factors."""
+    B, T, n, m, dtype = b.B, b.T, b.n, b.m, b.dtype
+    scale_G = n <= m  # scale the narrower of the two
     a, other = (b.G, b.X) if scale_G else (b.X, b.G)
-    cb, norms, factor = np.empty_like(a), np.empty(b.B), np.empty(b.B)
+    step = _batch.stage_rows(max(n, m) * dtype.itemsize, T)
+    buf = np.empty((min(step, B),) + a.shape[1:], dtype)
+    other_rows = _batch.stager(_batch.rows(other), step * T)
+    norms, factor = (np.empty(B), np.empty(B)) if b.ndim == 2 else _gram_factors(b, clip, bias, threads)
+    db = np.zeros(n) if bias else None
+    ones = np.ones(min(step, B) * T, dtype) if bias and scale_G else None
+
+    def fill(lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
+        cb = buf[: hi - lo]
+        if b.ndim == 2:
+            _clip_rows(b, scale_G, clip, bias, threads, lo, hi, cb, norms, factor)
+        else:
+            np.multiply(a[lo:hi], factor[lo:hi, None, None].astype(dtype), out=cb)
+        cb_rows, o_rows = _batch.rows(cb), other_rows(lo * T, hi * T)
+        if db is not None:  # sum_b c_b db_b, from the block's scaled or staged rows
+            if scale_G:  # a GEMV with ones: a sum over rows at BLAS speed
+                db[:] += ones[: len(cb_rows)] @ cb_rows
+            else:  # db_b is G's (staged) row in 2-D, the sum of its steps in 3-D
+                db[:] += factor[lo:hi].astype(dtype) @ (o_rows if b.ndim == 2 else b.G[lo:hi].sum(axis=1))
+        return (o_rows, cb_rows) if scale_G == (convention == "xW") else (cb_rows, o_rows)
+
+    dW = _batch.staged_product(B, step, _batch.w_shape(n, m, convention), dtype, fill)
+    return dW, db, norms, factor
+
+
+def _gram_factors(b: Batch, clip: float, bias: bool, threads: int) -> tuple[np.ndarray, np.ndarray]:
+    """3-D: the norms by their route, and the factors c_b."""
+    norms = _batch.norms(b, bias, threads)
+    return norms, _clip_factors(norms, clip)
+
+
+def _clip_rows(b: Batch, scale_G: bool, clip: float, bias: bool, threads: int, lo: int, hi: int,
+               cb: np.ndarray, norms: np.ndarray, factor: np.ndarray) -> None:
+    """2-D rows lo:hi in one kernel pass: the scaled copy c_b a_b of the narrower operand a
+    into cb, the norms and the factors c_b (float64) into norms[lo:hi] and factor[lo:hi].
+    Samples whose factorized norm is not finite are recomputed from their materialized
+    gradients (it may miss a 0 * inf of g_b)."""
+    a, other = (b.G, b.X) if scale_G else (b.X, b.G)
     shift = 1.0 if bias else 0.0  # ||g_b||^2 + ||db_b||^2 = ||G[b]||^2 (||X[b]||^2 + 1)
     a_shift, b_shift = (0.0, shift) if scale_G else (shift, 0.0)
-    _rows.clip_rows(a, other, a_shift, b_shift, clip, cb, norms, factor, threads)
-    bad = np.flatnonzero(~np.isfinite(norms))
+    nb, fb = norms[lo:hi], factor[lo:hi]
+    _rows.clip_rows(a[lo:hi], other[lo:hi], a_shift, b_shift, clip, cb, nb, fb, threads)
+    bad = np.flatnonzero(~np.isfinite(nb))
     if bad.size:
-        norms[bad] = _batch.exact_norms(b, bad, bias)
-        factor[bad] = _clip_factors(norms[bad], clip)
-        cb[bad] = a[bad] * factor[bad, None].astype(a.dtype)
-    return cb, norms, factor
+        nb[bad] = _batch.exact_norms(b, lo + bad, bias)
+        fb[bad] = _clip_factors(nb[bad], clip)
+        cb[bad] = a[lo + bad] * fb[bad, None].astype(a.dtype)
 
 
 def clip_route(b: Batch) -> str:
@@ -277,8 +309,10 @@ def clip_route(b: Batch) -> str:
     gradients (norms, factors and the sum from each block), by _batch.route_cost."""
     costs = _batch.norm_costs(b)
     B, T, n, m, size = b.B, b.T, b.n, b.m, b.dtype.itemsize
-    costs["gram"] += _batch.route_cost(b.dtype, blas=B * T * n * m, temporaries=B * T * min(n, m) * size)
-    costs["materialize"] += _batch.route_cost(b.dtype, blas=B * n * m)
+    # gram: the staged GEMM, and each block read and its scaled copy written once more;
+    # materialize: the GEMV of the factors, and the gradients read twice (norms, sum)
+    costs["gram"] += _batch.route_cost(b.dtype, blas=B * T * n * m, temporaries=2 * B * T * min(n, m) * size)
+    costs["materialize"] += _batch.route_cost(b.dtype, blas=B * n * m, temporaries=2 * B * n * m * size)
     return min(costs, key=costs.get)
 
 

@@ -55,7 +55,8 @@ def sum_grad_squared(
 ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """sum_b g_b * g_b (elementwise), W's shape: the diagonal of the empirical Fisher.
 
-    2-D: (G * G).T @ (X * X) ("Wx", (n, m); "xW": (X * X).T @ (G * G), (m, n)), one GEMM.
+    2-D: (G * G).T @ (X * X) ("Wx", (n, m); "xW": (X * X).T @ (G * G), (m, n)), a GEMM
+    staged block by block, each block squared into a cache-sized buffer in front of it.
     3-D: per-sample gradients G[b].T @ X[b] in blocks of a few MiB, squared and summed
     (float64 across blocks); never the whole (B, n, m).
     bias=True returns (dW2, db2) with db2 = sum_b db_b * db_b, shape (n,).
@@ -64,18 +65,38 @@ def sum_grad_squared(
     v.check_choice(convention, "convention", CONVENTIONS)
     bias = v.check_flag(bias, "bias")
     inp = Inputs(X, G)
-    b = inp.load(inp.parts(inp.w_shape(convention), bias), what="sum_grad_squared", max_bytes=max_bytes)
+    parts = inp.parts(inp.w_shape(convention), bias)
+    b = inp.load(parts, what="sum_grad_squared", max_bytes=max_bytes, aligned=inp.ndim == 3)  # 2-D: staged
     with np.errstate(invalid="ignore", over="ignore"):  # 0 * inf is NaN, as in g_b
         if b.ndim == 2:
-            dW = _batch.gemm(np.square(b.X), np.square(b.G), convention)
-        else:
-            acc = np.zeros((b.n, b.m))
-            for _, gw in _batch.grad_blocks(b):
-                acc += np.square(gw, out=gw).sum(axis=0)  # float32 blocks are short (grad_blocks)
-            dW = _batch.oriented(acc, convention, b.dtype)
+            return _squares_staged(b, convention, bias)
+        acc = np.zeros((b.n, b.m))
+        for _, gw in _batch.grad_blocks(b):
+            acc += np.square(gw, out=gw).sum(axis=0)  # float32 blocks are short (grad_blocks)
+        dW = _batch.oriented(acc, convention, b.dtype)
         if not bias:
             return dW
         return dW, np.square(b.bias_grads()).sum(axis=0, dtype=np.float64).astype(b.dtype)
+
+
+def _squares_staged(b: Batch, convention: str, bias: bool) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+    """2-D: (G * G).T @ (X * X) as a GEMM staged block by block, each block's squares formed
+    in cache-sized buffers in front of it (one read of G and X, no squared copy of either);
+    with bias, db2 = sum_b G[b] * G[b] from the same squared blocks (summed in float64
+    across blocks)."""
+    step = _batch.stage_rows(max(b.n, b.m) * b.dtype.itemsize)
+    bufs = [np.empty((min(step, b.B), a.shape[1]), b.dtype) for a in (b.G, b.X)]
+    db2 = np.zeros(b.n) if bias else None
+    ones = np.ones(min(step, b.B), b.dtype)
+
+    def fill(lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
+        g2, x2 = (np.square(a[lo:hi], out=buf[: hi - lo]) for a, buf in zip((b.G, b.X), bufs))
+        if db2 is not None:  # a GEMV with ones: the block's sum over rows at BLAS speed
+            db2[:] += ones[: hi - lo] @ g2
+        return (g2, x2) if convention == "Wx" else (x2, g2)
+
+    dW = _batch.staged_product(b.B, step, _batch.w_shape(b.n, b.m, convention), b.dtype, fill)
+    return dW if db2 is None else (dW, db2.astype(b.dtype))
 
 
 # --- variance ---------------------------------------------------------------------------------

@@ -37,7 +37,14 @@ settings.register_profile("explore", derandomize=False, deadline=None, print_blo
 settings.load_profile("ci")
 # ------------------------------------------------------------------------------------------
 
-from matderiv import _batch, statistics
+from matderiv import _batch, _memory, statistics
+
+
+@pytest.fixture(autouse=True)
+def _fresh_memory_reading(monkeypatch):
+    """Every test starts without a recent reading of the memory limit (calls reuse one for
+    a second): tests that fake /proc or memory_limit see their own values at once."""
+    monkeypatch.setattr(_memory, "_limit_seen", (-float("inf"), "", (None, "")))
 
 DTYPES = [np.float32, np.float64, np.complex64, np.complex128]
 REAL_DTYPES = [np.float32, np.float64]

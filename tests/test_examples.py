@@ -182,3 +182,36 @@ def test_dp_cnn_trains_and_accounts(tmp_path, capsys):
     assert 0 < history[0]["epsilon"] < history[1]["epsilon"] < 10
     assert (tmp_path / "curve.png").stat().st_size > 1000
     assert "test accuracy" in capsys.readouterr().out
+
+
+def test_dask_examples_show_progress_unless_asked_not_to(capsys):
+    """Each pass over the lazy data shows dask's progress bar after a label; progress=False
+    (what their --no-progress passes) shows none."""
+    pytest.importorskip("dask", reason="the dask examples need the dask extra: pip install -e \".[dask]\"")
+    dp_sgd, tracin = _load("dask_dp_sgd"), _load("dask_tracin")
+    dp_sgd.main(n_samples=2**12, chunk=2**10, steps=1, seed=0)
+    out = capsys.readouterr().out
+    assert out.count("% Completed") >= 2 and "step  0: one pass\n\r[" in out and "step  1: one pass\n\r[" in out
+    tracin.main(n_samples=2**12, n_test=4, chunk=2**10, steps=2, seed=0)
+    out = capsys.readouterr().out
+    assert "training step 2/2\n\r[" in out and "TracIn scores: top proponents, self-influences\n\r[" in out
+    assert out.count("\n\r[") == 4 and "100% Completed" in out  # a bar after each label: 2 steps, scores, labels
+    dp_sgd.main(n_samples=2**12, chunk=2**10, steps=1, seed=0, progress=False)
+    tracin.main(n_samples=2**12, n_test=4, chunk=2**10, steps=1, seed=0, progress=False)
+    out = capsys.readouterr().out
+    assert "Completed" not in out and "one pass" not in out and "training step" not in out
+    assert "step  1  loss" in out and "TracIn of 4 test samples" in out
+
+
+def test_dask_examples_progress_on_a_cluster(capsys):
+    """Where a Client is the default scheduler, the bar is distributed's and the results
+    are the computed values."""
+    da = pytest.importorskip("dask.array", reason="the dask examples need the dask extra")
+    distributed = pytest.importorskip("distributed", reason="the --workers runs need distributed (the dask extra)")
+    dp_sgd = _load("dask_dp_sgd")
+    x = da.arange(10.0, chunks=5)
+    with distributed.Client(processes=False, n_workers=1, threads_per_worker=1, dashboard_address=":0"):
+        total, top = dp_sgd.compute(x.sum(), x.max(), label="a pass")
+    assert (total, top) == (45.0, 9.0)
+    out = capsys.readouterr().out
+    assert out.startswith("a pass\n") and "100% Completed" in out

@@ -279,6 +279,33 @@ def test_clip_and_sum_matches_materialize_clip_sum(dtype, convention, ndim, bias
         assert_close(res[1], db_ref, dtype)
 
 
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
+@pytest.mark.parametrize("convention", CONVENTIONS)
+@pytest.mark.parametrize("ndim", [2, 3])
+@pytest.mark.parametrize("nm", [(N, M), (M, N)])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_clip_and_sum_in_many_staged_blocks(monkeypatch, convention, ndim, nm, dtype):
+    """The clipped sum is a GEMM staged 3 samples at a time (a short last block), each block
+    scaled in front of its GEMM; norms, factors, dW and db stay those of the reference, with
+    an infinite and a zero sample in later blocks (their fix-ups index the whole batch)."""
+    monkeypatch.setattr(_batch, "STAGE_BYTES", 1)
+    monkeypatch.setattr(_batch, "MIN_STAGE_ROWS", 3)
+    X, G = data(ndim, dtype, b=11, n=nm[0], m=nm[1], seed=3)
+    max_norm = float(np.median(ref_norms(X, G, True)))
+    got = md.clip_and_sum(X, G, max_norm, convention=convention, bias=True)
+    want = ref_clip_and_sum(X, G, max_norm, convention, True)
+    for g, w in zip(got, want):
+        assert_close(g, w, dtype)
+    G[7, ...] = 0.0  # sample 7 (third block) has norm 0: factor 1
+    X[(9,) + (0,) * (ndim - 1)] = np.inf  # sample 9 (fourth block): norm inf, factor 0
+    dW, db, norms = md.clip_and_sum(X, G, max_norm, convention=convention, bias=True)
+    assert norms[7] == 0 and norms[9] == np.inf
+    _, db_ref, _ = ref_clip_and_sum(np.delete(X, 9, 0), np.delete(G, 9, 0), max_norm, convention, True)
+    assert_close(db, db_ref, dtype)  # c_9 = 0 times a finite db_9
+    infinite = np.isinf(md.per_sample_grads(X, G, convention=convention)[9])
+    assert np.isnan(dW[infinite]).all() and np.isfinite(dW[~infinite]).all()
+
+
 @pytest.mark.parametrize("ndim", [2, 3])
 def test_clip_and_sum_limits(ndim):
     X, G = data(ndim)

@@ -573,10 +573,7 @@ def test_env_var_blank_falls_back_to_available_memory(monkeypatch):
 def test_available_bytes_fallbacks(monkeypatch):
     monkeypatch.delenv("MATDERIV_MAX_BYTES", raising=False)
 
-    def no_file(*args, **kwargs):
-        raise OSError("no /proc here")
-
-    monkeypatch.setattr(_memory, "open", no_file, raising=False)
+    monkeypatch.setattr(_memory, "_read", lambda path: None)  # no /proc here
     monkeypatch.setattr(_memory.os, "sysconf", lambda name: {"SC_AVPHYS_PAGES": 10, "SC_PAGE_SIZE": 4096}[name])
     assert _memory.available_bytes() == 40960
     big = [((4 * 2**20,), np.float64)]  # 32 MiB: large enough for the default limit to be read
@@ -602,6 +599,37 @@ def test_default_limit_is_read_only_for_large_outputs(monkeypatch):
     monkeypatch.setenv("MATDERIV_MAX_BYTES", "1000")
     with pytest.raises(md.OutputTooLargeError):
         md.jacobian_wx(np.ones(100), 10).toarray()  # 80 kB, over the env limit
+
+
+def test_a_recent_limit_reading_is_reused_only_for_outputs_far_below_it(monkeypatch):
+    """Within a second, an output at most 1/8 of the last reading reuses it; a larger one,
+    a stale reading or a set MATDERIV_MAX_BYTES reads the limit again."""
+    monkeypatch.delenv("MATDERIV_MAX_BYTES", raising=False)
+    readings = []
+    limit = 8 * 2**30
+
+    def fake_limit():
+        readings.append(limit)
+        return limit, "a test"
+
+    monkeypatch.setattr(_memory, "memory_limit", fake_limit)
+    small, large = [((2**22,), np.float64)], [((2**28,), np.float64)]  # 32 MiB, and 2 GiB: over 1/8 of 8 GiB
+    _memory.check_output_bytes(small, what="toarray", max_bytes=None, hint="")
+    _memory.check_output_bytes(small, what="toarray", max_bytes=None, hint="")
+    assert len(readings) == 1  # reused
+    limit = 2**20  # memory shrank: an output over 1/8 of the old reading looks again, and is refused
+    with pytest.raises(md.OutputTooLargeError, match=r"\(1048576 bytes; set by a test\)"):
+        _memory.check_output_bytes(large, what="toarray", max_bytes=None, hint="")
+    assert len(readings) == 2
+    monkeypatch.setattr(_memory, "_limit_seen", (_memory._limit_seen[0] - 2 * _memory.LIMIT_SECONDS,) + _memory._limit_seen[1:])
+    with pytest.raises(md.OutputTooLargeError):  # stale: read again, though small
+        _memory.check_output_bytes(small, what="toarray", max_bytes=None, hint="")
+    assert len(readings) == 3
+    limit = 8 * 2**30
+    monkeypatch.setenv("MATDERIV_MAX_BYTES", str(limit))  # (read by the real memory_limit)
+    for _ in range(2):
+        _memory.check_output_bytes(small, what="toarray", max_bytes=None, hint="")
+    assert len(readings) == 5  # the variable is read at every call
 
 
 def test_byte_count_uses_python_ints():

@@ -22,6 +22,8 @@ from .timing import Row, best_time
 
 WIDTH = 64
 TEST = 256
+#: What a ratio means in this section (printed at its header).
+RATIO = "ratio = the dask call's time / the same call's in memory (above 1: what chunking costs)"
 
 
 def _label(func: str, B: int, where: str, seconds: float) -> str:
@@ -31,7 +33,7 @@ def _label(func: str, B: int, where: str, seconds: float) -> str:
 def _rows(
     X: np.ndarray, G: np.ndarray, Xd: da.Array, Gd: da.Array, where: str,
     compute: Callable[..., tuple[object, ...]], funcs: tuple[str, ...], repeat: int,
-) -> list[Row]:
+) -> Iterator[Row]:
     """One row per function: the dask call computed by `compute`, the in-memory call."""
     max_norm = float(np.median(gradients.per_sample_grad_norms(X[:4096], G[:4096])))
     X2, G2 = X[:TEST].copy(), np.cos(X[:TEST])  # the "test batch"
@@ -44,13 +46,11 @@ def _rows(
         "kfac_factors": (lambda A, C: statistics.kfac_factors(A, C)),
         "per_sample_grad_dots": (lambda A, C: (statistics.per_sample_grad_dots(A, C, X2, G2),)),
     }
-    rows = []
     for func in funcs:
         call = calls[func]
         memory = best_time(lambda: call(X, G), repeat)
         lazy = best_time(lambda: compute(*call(Xd, Gd)), repeat)
-        rows.append(Row(_label(func, X.shape[0], where, lazy), lazy, None, {f"in-memory {func}": memory}))
-    return rows
+        yield Row(_label(func, X.shape[0], where, lazy), lazy, None, {f"in-memory {func}": memory})
 
 
 @contextlib.contextmanager
@@ -75,22 +75,22 @@ def local_cluster() -> Iterator[object]:
         cluster.close()
 
 
-def dask_rows(quick: bool) -> list[Row]:
+def dask_rows(quick: bool) -> Iterator[Row]:
     """Threaded rows for B = 2^16 ... 2^22 (quick: 2^14, 2^15), then, in full mode,
-    distributed rows for B = 2^16 ... 2^20 (the cluster runs only for those)."""
+    distributed rows for B = 2^16 ... 2^20 (the cluster runs only for those), one row at
+    a time as it is measured."""
     chunk = 2**13 if quick else 2**16
     sizes = [2**14, 2**15] if quick else [2**k for k in range(16, 23)]
     repeat = 3
     rng = np.random.default_rng(0)
-    rows: list[Row] = []
     threaded = lambda *r: dask.compute(*r, scheduler="threads")  # noqa: E731
     for B in sizes:
         X, G = rng.standard_normal((B, WIDTH)), rng.standard_normal((B, WIDTH))
         Xd, Gd = da.from_array(X, chunks=(chunk, WIDTH)), da.from_array(G, chunks=(chunk, WIDTH))
-        rows += _rows(X, G, Xd, Gd, "threads", threaded, _funcs(B, sizes), repeat)
+        yield from _rows(X, G, Xd, Gd, "threads", threaded, _funcs(B, sizes), repeat)
         del X, G, Xd, Gd
     if quick:
-        return rows
+        return
     with local_cluster() as client:
         for B in sizes[: sizes.index(2**20) + 1]:
             # Generated and persisted on the workers, G from X chunk by chunk (as a model
@@ -99,9 +99,8 @@ def dask_rows(quick: bool) -> list[Row]:
             Xp, Gp = client.persist([Xw, da.cos(Xw)])
             # fresh copies: arrays that come back from workers can start at odd addresses
             X, G = (np.array(A) for A in client.compute([Xp, Gp], sync=True))
-            rows += _rows(X, G, Xp, Gp, "2procs", lambda *r: client.compute(r, sync=True), _funcs(B, sizes), repeat)
+            yield from _rows(X, G, Xp, Gp, "2procs", lambda *r: client.compute(r, sync=True), _funcs(B, sizes), repeat)
             del X, G, Xp, Gp
-    return rows
 
 
 STATS = ("sum_grad_squared", "grad_variance", "kfac_factors", "per_sample_grad_dots")

@@ -7,13 +7,18 @@ rows write into a preallocated, already-touched array (as a training loop does).
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 
 from .. import _batch, gradients
 from .timing import Row, best_time, data, floor_time
 
+#: What a ratio means in this section (printed at its header).
+RATIO = "ratio = matderiv time / the reference's (below 1: faster); one batch_grad is one GEMM: a lower bound"
 
-def _per_sample_2d(rng: np.random.Generator, B: int, n: int, m: int, dtype: type, repeat: int) -> list[Row]:
+
+def _per_sample_2d(rng: np.random.Generator, B: int, n: int, m: int, dtype: type, repeat: int) -> Iterator[Row]:
     X, G = data(rng, (B,), n, m, dtype)
     out = np.zeros((B, n, m), dtype=dtype)
     floor = floor_time(out.nbytes, repeat)
@@ -21,26 +26,22 @@ def _per_sample_2d(rng: np.random.Generator, B: int, n: int, m: int, dtype: type
     multiply_out = best_time(lambda: np.multiply(G[:, :, None], X[:, None, :], out=out), repeat)
     einsum = best_time(lambda: np.einsum("bi,bj->bij", G, X), repeat)
     fresh = best_time(lambda: gradients.per_sample_grads(X, G), repeat)
+    yield Row(f"{name} fresh", fresh, floor, {"np.multiply(out=)": multiply_out, "np.einsum fresh": einsum})
     given = best_time(lambda: gradients.per_sample_grads(X, G, out=out), repeat)
-    return [
-        Row(f"{name} fresh", fresh, floor, {"np.multiply(out=)": multiply_out, "np.einsum fresh": einsum}),
-        Row(f"{name} out=", given, floor, {"np.multiply(out=)": multiply_out}),
-    ]
+    yield Row(f"{name} out=", given, floor, {"np.multiply(out=)": multiply_out})
 
 
-def _per_sample_3d(rng: np.random.Generator, B: int, T: int, n: int, m: int, repeat: int) -> list[Row]:
+def _per_sample_3d(rng: np.random.Generator, B: int, T: int, n: int, m: int, repeat: int) -> Iterator[Row]:
     X, G = data(rng, (B, T), n, m, np.float64)
     out = np.zeros((B, n, m))
     name = f"per_sample_grads 3-D B={B} T={T} n=m={n} float64"
     Gt = G.transpose(0, 2, 1)
     matmul = best_time(lambda: np.matmul(Gt, X), repeat)
-    matmul_out = best_time(lambda: np.matmul(Gt, X, out=out), repeat)
     fresh = best_time(lambda: gradients.per_sample_grads(X, G), repeat)
+    yield Row(f"{name} fresh", fresh, None, {"np.matmul fresh": matmul})
+    matmul_out = best_time(lambda: np.matmul(Gt, X, out=out), repeat)
     given = best_time(lambda: gradients.per_sample_grads(X, G, out=out), repeat)
-    return [
-        Row(f"{name} fresh", fresh, None, {"np.matmul fresh": matmul}),
-        Row(f"{name} out=", given, None, {"np.matmul(out=)": matmul_out}),
-    ]
+    yield Row(f"{name} out=", given, None, {"np.matmul(out=)": matmul_out})
 
 
 def _batch_grad(rng: np.random.Generator, B: int, n: int, m: int, repeat: int) -> Row:
@@ -129,25 +130,24 @@ def _clip(rng: np.random.Generator, lead: tuple[int, ...], n: int, m: int, repea
     return Row(f"clip_and_sum {len(lead) + 1}-D {dims} n=m={n} float64", ours, None, refs)
 
 
-def gradient_rows(quick: bool) -> list[Row]:
-    """Every gradient benchmark row; quick=True: smaller sizes and fewer repeats."""
+def gradient_rows(quick: bool) -> Iterator[Row]:
+    """Every gradient benchmark row, one at a time as it is measured; quick=True: smaller
+    sizes and fewer repeats."""
     rng = np.random.default_rng(0)
     r = 3 if quick else 7
     if quick:
         B2, nm, B3, T3, Bb, nb = 128, 128, 16, 64, 1024, 256
     else:
         B2, nm, B3, T3, Bb, nb = 512, 256, 64, 128, 4096, 512
-    rows: list[Row] = []
     for dtype in (np.float64, np.float32):
-        rows += _per_sample_2d(rng, B2, nm, nm, dtype, r)
-    rows += _per_sample_3d(rng, B3, T3, nm, nm, r)
-    rows.append(_batch_grad(rng, Bb, nb, nb, r))
-    rows.append(_norms_2d(rng, B2, nm, nm, r))
-    rows.append(_norms_float32(rng, 2**16 if quick else 2**20, 64, r))
-    rows.append(_norms_3d(rng, B3, T3, nm, nm, r))  # the two routes cost about the same here
-    rows.append(_norms_3d(rng, B3, T3 // 8, nm, nm, r))  # short sequences: Gram
-    rows.append(_norms_3d(rng, B3, 4 * T3, nm // 4, nm // 4, r))  # long sequences, small layer: materialize
-    rows.append(_clip(rng, (Bb,), nb, nb, r, materialize=False))
-    rows.append(_clip(rng, (B2,), nm, nm, r, materialize=True))
-    rows.append(_clip(rng, (B3, T3 // 8), nm, nm, r, materialize=True))
-    return rows
+        yield from _per_sample_2d(rng, B2, nm, nm, dtype, r)
+    yield from _per_sample_3d(rng, B3, T3, nm, nm, r)
+    yield _batch_grad(rng, Bb, nb, nb, r)
+    yield _norms_2d(rng, B2, nm, nm, r)
+    yield _norms_float32(rng, 2**16 if quick else 2**20, 64, r)
+    yield _norms_3d(rng, B3, T3, nm, nm, r)  # the two routes cost about the same here
+    yield _norms_3d(rng, B3, T3 // 8, nm, nm, r)  # short sequences: Gram
+    yield _norms_3d(rng, B3, 4 * T3, nm // 4, nm // 4, r)  # long sequences, small layer: materialize
+    yield _clip(rng, (Bb,), nb, nb, r, materialize=False)
+    yield _clip(rng, (B2,), nm, nm, r, materialize=True)
+    yield _clip(rng, (B3, T3 // 8), nm, nm, r, materialize=True)

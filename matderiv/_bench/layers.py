@@ -4,11 +4,17 @@ functions (unfolded a block at a time) against conv_patches + the same function 
 materialized patches."""
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 
 from .. import gradients, statistics
 from ..layers import Conv, conv_patches
 from .timing import Row, best_time, floor_time
+
+#: What a ratio means in this section (printed at its header).
+RATIO = ("ratio = matderiv time / numpy's patches, or conv_patches + the function "
+         "(below 1: matderiv faster)")
 
 
 def numpy_patches(x: np.ndarray, k: int, padding: int) -> np.ndarray:
@@ -41,11 +47,12 @@ def _conv_function(rng: np.random.Generator, name: str, B: int, C: int, S: int, 
                {"conv_patches + the function": ref})
 
 
-def layer_rows(quick: bool) -> list[Row]:
-    """Every convolution row; quick=True: a smaller batch and fewer repeats."""
+def layer_rows(quick: bool) -> Iterator[Row]:
+    """Every convolution row, one at a time as it is measured; quick=True: a smaller batch
+    and fewer repeats."""
     rng = np.random.default_rng(0)
     r, B, S = (2, 8, 16) if quick else (5, 64, 32)
-    rows = [_patches(rng, B, 16, 32, dtype, r) for dtype in (np.float32, np.float64)]
+    for dtype in (np.float32, np.float64):
+        yield _patches(rng, B, 16, 32, dtype, r)
     for name in ("per_sample_grad_norms", "clip_and_sum", "sum_grad_squared"):
-        rows.append(_conv_function(rng, name, B, 16, S, 32, r))
-    return rows
+        yield _conv_function(rng, name, B, 16, S, 32, r)

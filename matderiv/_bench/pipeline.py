@@ -12,11 +12,16 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 
 import numpy as np
 
 from .. import _batch, gradients
 from .timing import Row, best_time
+
+#: What a ratio means in this section (printed at its header).
+RATIO = ("ratio = as shipped / with OMP_WAIT_POLICY set, or misaligned / aligned "
+         "(above 1: what it costs)")
 
 _LOOP = r"""
 import sys, time
@@ -72,11 +77,10 @@ def _mixed_loop(steps: int, workers: int, repeat: int) -> Row:
     return Row(f"mixed kernel/BLAS loop, {steps} steps x 9 calls, {who}", ours, None, refs)
 
 
-def _misaligned(B: int, n: int, repeat: int) -> list[Row]:
+def _misaligned(B: int, n: int, repeat: int) -> Iterator[Row]:
     """batch_grad, per_sample_grad_norms and clip_and_sum on float32 inputs that start 1 byte
     off (read in place by the kernels, staged block by block in front of the GEMMs)."""
     rng = np.random.default_rng(0)
-    rows = []
     aligned = [rng.standard_normal((B, k)).astype(np.float32) for k in (n, n)]
     odd = []
     for a in aligned:
@@ -89,11 +93,13 @@ def _misaligned(B: int, n: int, repeat: int) -> list[Row]:
     for name, fn in calls.items():
         ref = best_time(lambda: fn(*aligned), repeat)
         ours = best_time(lambda: fn(*odd), repeat)
-        rows.append(Row(f"{name} float32 B={B} n=m={n}, inputs 1 byte off", ours, None, {"the same, aligned": ref}))
-    return rows
+        yield Row(f"{name} float32 B={B} n=m={n}, inputs 1 byte off", ours, None, {"the same, aligned": ref})
 
 
-def pipeline_rows(quick: bool) -> list[Row]:
+def pipeline_rows(quick: bool) -> Iterator[Row]:
+    """The mixed loops, then the misaligned inputs, one row at a time as it is measured."""
     steps, repeat = (50, 1) if quick else (200, 3)
     B = 2**16 if quick else 2**20
-    return [_mixed_loop(steps, 1, repeat), _mixed_loop(steps, 8, repeat)] + _misaligned(B, 64, 3 if quick else 5)
+    yield _mixed_loop(steps, 1, repeat)
+    yield _mixed_loop(steps, 8, repeat)
+    yield from _misaligned(B, 64, 3 if quick else 5)

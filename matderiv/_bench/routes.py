@@ -15,11 +15,12 @@ import math
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import TextIO
+from typing import Any
 
 import numpy as np
 
 from .. import gradients, statistics
+from .table import fmt_ratio, fmt_time
 from .timing import data
 
 FUNCTIONS = ("per_sample_grad_norms", "clip_and_sum", "sum_grad_squared", "grad_variance", "per_sample_grad_dots")
@@ -35,6 +36,9 @@ PLAIN_BLOCK_BYTES = 128 * 2**20
 SLACK, GRACE = 1.05, 1e-4
 
 Routes = dict[str, Callable[[], object]]
+#: What a ratio means in this section (printed at its header).
+RATIO = (f"ratio = matderiv time / the best plain-numpy route's (below 1: faster); "
+         f"over: > {SLACK} x + {GRACE * 1e3:.1f} ms")
 
 
 @dataclass
@@ -198,13 +202,12 @@ def _thread_settings() -> tuple[str, ...]:
     return ("1", "all")
 
 
-def route_rows(quick: bool, file: TextIO | None = None, functions: tuple[str, ...] = FUNCTIONS,
-               dtypes: tuple[type, ...] = (np.float32, np.float64)) -> list[RouteRow]:
+def route_rows(quick: bool, functions: tuple[str, ...] = FUNCTIONS,
+               dtypes: tuple[type, ...] = (np.float32, np.float64)) -> Iterator[RouteRow]:
     """Every function at every shape of the grid (QUICK_GRID, float64, one thread with
-    quick=True), each row printed to `file` as it is measured."""
+    quick=True), one row at a time as it is measured."""
     rng = np.random.default_rng(0)
     seconds = 0.1 if quick else 1.0
-    rows = []
     dtypes = (np.float64,) if quick else dtypes
     for dtype, threads in itertools.product(dtypes, _thread_settings()[:1] if quick else _thread_settings()):
         for B, T, nm in _shapes(quick, dtype):
@@ -216,21 +219,33 @@ def route_rows(quick: bool, file: TextIO | None = None, functions: tuple[str, ..
                     times = measure(fns, seconds)
                     ours = times.pop("matderiv")
                     best = min(times, key=times.get)
-                    row = RouteRow(function, (B, T, nm), np.dtype(dtype).name, threads, ours, best, times[best])
-                    rows.append(row)
-                    if file is not None:
-                        print(format_row(row), file=file, flush=True)
-    return rows
+                    yield RouteRow(function, (B, T, nm), np.dtype(dtype).name, threads, ours, best, times[best])
 
 
-HEADER = f"{'function':22s} {'B':>4s} {'T':>5s} {'n=m':>4s} {'dtype':7s} {'thr':>3s} {'ours ms':>9s}  {'best plain route':22s} {'ms':>9s} {'ratio':>6s}"
+HEADER = (f"{'function':21s} {'B':>4s} {'T':>5s} {'n=m':>4s} {'dtype':5s} {'thr':>3s} {'matderiv':>8s}  "
+          f"{'best plain route':21s} {'its time':>8s} {'ratio':>6s}")
 
 
-def format_row(row: RouteRow) -> str:
+def row_lines(row: RouteRow) -> list[str]:
+    """The row's line: shape, dtype (f32, f64), threads, times, ratio, 'over' past the budget."""
     B, T, nm = row.shape
-    flag = "" if row.within_budget else "  over"
-    return (f"{row.function:22s} {B:4d} {T:5d} {nm:4d} {row.dtype:7s} {row.threads:>3s} {row.ours * 1e3:9.3f}  "
-            f"{row.best:22s} {row.best_time * 1e3:9.3f} {row.ratio:6.2f}{flag}")
+    flag = "" if row.within_budget else " over"
+    dtype = f"f{np.dtype(row.dtype).itemsize * 8}"
+    return [f"{row.function:21s} {B:4d} {T:5d} {nm:4d} {dtype:5s} {row.threads:>3s} {fmt_time(row.ours):>8s}  "
+            f"{row.best:21s} {fmt_time(row.best_time):>8s} {fmt_ratio(row.ratio):>6s}{flag}"]
+
+
+def record(row: RouteRow) -> dict[str, Any]:
+    """The row as JSON, with the keys of the other sections' rows (the best route its one
+    reference) and its shape, dtype, threads and whether it is within the budget."""
+    B, T, nm = row.shape
+    return {
+        "label": f"{row.function} B={B} T={T} n=m={nm} {row.dtype} {row.threads} thread(s)",
+        "matderiv_s": row.ours, "ratio": row.ratio, "floor_s": None, "floor_ratio": None,
+        "references": [{"name": row.best, "time_s": row.best_time, "ratio": row.ratio}],
+        "function": row.function, "shape": [B, T, nm], "dtype": row.dtype, "threads": row.threads,
+        "within_budget": row.within_budget,
+    }
 
 
 def summary(rows: list[RouteRow]) -> str:
@@ -238,4 +253,4 @@ def summary(rows: list[RouteRow]) -> str:
     worst = max(rows, key=lambda r: r.ratio)
     over = sum(not r.within_budget for r in rows)
     return (f"routes: {len(rows)} rows, worst ratio {worst.ratio:.2f} ({worst.function} {worst.shape} "
-            f"{worst.dtype}, {worst.threads} thread(s)); {over} over {SLACK} x best + {GRACE * 1e3:.1f} ms")
+            f"{worst.dtype}, {worst.threads} thread(s)); {over} over the budget")

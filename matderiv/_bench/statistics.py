@@ -5,11 +5,15 @@ way) and, where it fits in memory, against materializing the per-sample gradient
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 
 from .. import _batch, combined, gradients, statistics
 from .timing import Row, best_time, data
 
+#: What a ratio means in this section (printed at its header).
+RATIO = "ratio = matderiv time / the reference's (below 1: faster); one batch_grad is one GEMM: a lower bound"
 #: Materializing references run only when the (B, n, m) stack is at most this large.
 MATERIALIZE_LIMIT = 512 * 2**20
 
@@ -28,19 +32,18 @@ def _dims(X: np.ndarray) -> str:
     return f"{X.ndim}-D {lead} n=m={X.shape[-1]} {X.dtype.name}"
 
 
-def _squares(X: np.ndarray, G: np.ndarray, repeat: int) -> list[Row]:
+def _squares(X: np.ndarray, G: np.ndarray, repeat: int) -> Iterator[Row]:
     refs = {"one batch_grad": best_time(lambda: gradients.batch_grad(X, G), repeat)}
     if X.ndim == 2:
         refs["numpy (G*G).T @ (X*X)"] = best_time(lambda: np.square(G).T @ np.square(X), repeat)
     if _fits(X, G):
         refs["materialize, square, sum"] = best_time(lambda: np.square(_grads(X, G)).sum(axis=0), repeat)
     ours = best_time(lambda: statistics.sum_grad_squared(X, G), repeat)
-    rows = [Row(f"sum_grad_squared {_dims(X)}", ours, None, refs)]
+    yield Row(f"sum_grad_squared {_dims(X)}", ours, None, refs)
     var_refs = {"one batch_grad": refs["one batch_grad"], "matderiv sum_grad_squared": ours}
     if _fits(X, G):
         var_refs["np.var(materialized)"] = best_time(lambda: np.var(_grads(X, G), axis=0), repeat)
-    rows.append(Row(f"grad_variance {_dims(X)}", best_time(lambda: statistics.grad_variance(X, G), repeat), None, var_refs))
-    return rows
+    yield Row(f"grad_variance {_dims(X)}", best_time(lambda: statistics.grad_variance(X, G), repeat), None, var_refs)
 
 
 def _dots(X: np.ndarray, G: np.ndarray, repeat: int) -> Row:
@@ -83,17 +86,15 @@ def _kfac(X: np.ndarray, G: np.ndarray, repeat: int) -> Row:
     return Row(f"kfac_factors {_dims(X)}", ours, None, refs)
 
 
-def _float32_vs_float64(rng: np.random.Generator, lead: tuple[int, ...], nm: int, repeat: int) -> list[Row]:
+def _float32_vs_float64(rng: np.random.Generator, lead: tuple[int, ...], nm: int, repeat: int) -> Iterator[Row]:
     X, G = data(rng, lead, nm, nm, np.float64)
     X32, G32 = X.astype(np.float32), G.astype(np.float32)
-    rows = []
     for name, fn in (("sum_grad_squared", statistics.sum_grad_squared), ("per_sample_grad_dots", statistics.per_sample_grad_dots)):
         ref = {"the float64 call": best_time(lambda: fn(X, G), repeat)}
-        rows.append(Row(f"{name} {_dims(X32)}", best_time(lambda: fn(X32, G32), repeat), None, ref))
-    return rows
+        yield Row(f"{name} {_dims(X32)}", best_time(lambda: fn(X32, G32), repeat), None, ref)
 
 
-def _batch_stats(X: np.ndarray, G: np.ndarray, repeat: int) -> list[Row]:
+def _batch_stats(X: np.ndarray, G: np.ndarray, repeat: int) -> Iterator[Row]:
     """batch_stats against the single function that does the shared work (or the two GEMMs)."""
     Xf, Gf = _batch.rows(X), _batch.rows(G)
     cases = (
@@ -102,33 +103,30 @@ def _batch_stats(X: np.ndarray, G: np.ndarray, repeat: int) -> list[Row]:
         (("grad", "sum_grad_squared"), {"numpy G.T @ X, (G*G).T @ (X*X)": lambda: (Gf.T @ Xf, np.square(Gf).T @ np.square(Xf))}
          if X.ndim == 2 else {"batch_grad + sum_grad_squared": lambda: (gradients.batch_grad(X, G), statistics.sum_grad_squared(X, G))}),
     )
-    rows = []
     for what, refs in cases:
         ours = best_time(lambda: combined.batch_stats(X, G, what, max_norm=1.0), repeat)
-        rows.append(Row(f"batch_stats {'+'.join(what)} {_dims(X)}", ours, None,
-                        {name: best_time(fn, repeat) for name, fn in refs.items()}))
-    return rows
+        yield Row(f"batch_stats {'+'.join(what)} {_dims(X)}", ours, None,
+                  {name: best_time(fn, repeat) for name, fn in refs.items()})
 
 
-def statistics_rows(quick: bool) -> list[Row]:
-    """Every statistics benchmark row; quick=True: smaller sizes and fewer repeats."""
+def statistics_rows(quick: bool) -> Iterator[Row]:
+    """Every statistics benchmark row, one at a time as it is measured; quick=True: smaller
+    sizes and fewer repeats."""
     rng = np.random.default_rng(0)
     r = 3 if quick else 5
     if quick:
         B2, n2, B3, T3, n3, Bd, nd = 512, 128, 16, 32, 128, 256, 128
     else:
         B2, n2, B3, T3, n3, Bd, nd = 4096, 512, 64, 128, 256, 1024, 256
-    rows: list[Row] = []
     X, G = data(rng, (B2,), n2, n2, np.float64)
-    rows += _squares(X, G, r)
-    rows.append(_kfac(X, G, r))
+    yield from _squares(X, G, r)
+    yield _kfac(X, G, r)
     X, G = data(rng, (B3, T3), n3, n3, np.float64)
-    rows += _squares(X, G, r)
-    rows.append(_kfac(X, G, r))
-    rows.append(_dots(*data(rng, (Bd,), nd, nd, np.float64), r))
-    rows.append(_dots(*data(rng, (B3, T3 // 8), n3, n3, np.float64), r))  # short sequences: Gram
-    rows.append(_dots(*data(rng, (B3 // 2, T3), n3 // 4, n3 // 4, np.float64), r))  # long, small layer
-    rows += _float32_vs_float64(rng, (Bd,), nd, r)
+    yield from _squares(X, G, r)
+    yield _kfac(X, G, r)
+    yield _dots(*data(rng, (Bd,), nd, nd, np.float64), r)
+    yield _dots(*data(rng, (B3, T3 // 8), n3, n3, np.float64), r)  # short sequences: Gram
+    yield _dots(*data(rng, (B3 // 2, T3), n3 // 4, n3 // 4, np.float64), r)  # long, small layer
+    yield from _float32_vs_float64(rng, (Bd,), nd, r)
     for dtype in (np.float64, np.float32):
-        rows += _batch_stats(*data(rng, (B2,), n2, n2, dtype), r)
-    return rows
+        yield from _batch_stats(*data(rng, (B2,), n2, n2, dtype), r)

@@ -6,7 +6,6 @@ import gc
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TextIO
 
 import numpy as np
 
@@ -53,21 +52,10 @@ class Row:
     floor: float | None = None
     refs: dict[str, float] = field(default_factory=dict)
 
-
-def print_table(rows: list[Row], file: TextIO, header: bool = True) -> None:
-    """One line per (case, reference): times in ms and ratios (speedup > 1: matderiv faster);
-    header=False for the rows of a table already begun."""
-    head = f"{'case':56s} {'matderiv ms':>11s} {'/floor':>7s}  {'reference':36s} {'ref ms':>9s} {'speedup':>8s}"
-    if header:
-        print(head, file=file)
-        print("-" * len(head), file=file)
-    for row in rows:
-        ratio = f"{row.ours / row.floor:7.2f}" if row.floor else f"{'-':>7s}"
-        refs = list(row.refs.items()) or [("-", float("nan"))]
-        for k, (name, t) in enumerate(refs):
-            lead = f"{row.case:56s} {row.ours * 1e3:11.3f} {ratio}" if k == 0 else " " * 76
-            speed = f"{t / row.ours:7.2f}x" if t == t else f"{'-':>8s}"
-            print(f"{lead}  {name:36s} {t * 1e3:9.3f} {speed}", file=file)
+    @property
+    def ratio(self) -> float | None:
+        """matderiv's time / the fastest reference's (None without a reference)."""
+        return self.ours / min(self.refs.values()) if self.refs else None
 
 
 def data(rng: np.random.Generator, lead: tuple[int, ...], n: int, m: int, dtype: type) -> tuple[np.ndarray, np.ndarray]:
