@@ -134,6 +134,16 @@ def plot(history: list[dict[str, float]], path: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    fig = draw(history)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    print(f"saved {path}")
+
+
+def draw(history: list[dict[str, float]]):
+    """The training curve as a matplotlib figure: test accuracy and epsilon against the epoch."""
+    import matplotlib.pyplot as plt
+
     epochs = [h["epoch"] for h in history]
     fig, left = plt.subplots(figsize=(6, 3.5))
     left.plot(epochs, [h["accuracy"] for h in history], "o-", color="tab:blue")
@@ -144,9 +154,7 @@ def plot(history: list[dict[str, float]], path: str) -> None:
     right.set_ylabel("epsilon (RDP accountant)", color="tab:red")
     left.set_title("DP-SGD CNN on 8x8 digits (matderiv per-sample clipping)")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    print(f"saved {path}")
+    return fig
 
 
 if __name__ == "__main__":

@@ -93,6 +93,25 @@ def test_gauss_newton_matches_finite_differences_with_far_fewer_evaluations(caps
     assert "matderiv" in out and "2-point" in out and "fewer" in out
 
 
+def test_gauss_newton_trace_holds_every_residual_evaluation(tmp_path):
+    """fit(trace=) records the cost of each evaluation, Jacobian evaluations of 2-point
+    included; the figure of both traces is saved."""
+    gauss_newton = _load("gauss_newton")
+    rng = np.random.default_rng(2)
+    X, T, theta0 = gauss_newton.make_problem(rng, 50, 3, 2, 2, 0.05)
+    traces = {}
+    for name, exact in (("matderiv", True), ("2-point", False)):
+        traces[name] = []
+        res, _ = gauss_newton.fit(X, T, theta0, 2, exact, 1e-8, trace=traces[name])
+        assert len(traces[name]) == gauss_newton.evaluations(res, not exact, theta0.size)
+        assert min(traces[name]) == pytest.approx(res.cost, rel=1e-6)
+    pytest.importorskip("matplotlib", reason="the figure needs the examples extra (matplotlib): pip install -e \".[examples]\"")
+    fig = gauss_newton.draw(traces, theta0.size)
+    assert [len(line.get_xdata()) for line in fig.axes[0].get_lines()] == [len(t) for t in traces.values()]
+    gauss_newton.main(n_samples=50, hidden=2, n_in=3, verbose=False, figure=str(tmp_path / "fit.png"))
+    assert (tmp_path / "fit.png").stat().st_size > 1000
+
+
 def test_gauss_newton_jacobian_is_the_finite_difference_jacobian():
     """The stacked operator equals the residuals' Jacobian column by column."""
     import matderiv as md
