@@ -6,8 +6,9 @@ Checked: the modules matderiv and matderiv.dask; every name of matderiv.__all__ 
 matderiv.dask.__all__ (but __version__, a string); and, for every public class, each
 public method and property, under the first public class that defines it (an override
 that carries no docstring of its own shows its base's, as help() and Sphinx do, and is
-counted as checked there).  Attributes stored on instances (dataclass fields, __slots__)
-have no docstring of their own: the class's Attributes section documents them.
+counted as checked there).  Data attributes (class constants, __slots__ entries, dataclass
+fields, what instances store) have no docstring of their own: the class's Attributes
+section documents them.
 --list prints every name checked.  Exit status 1, with one line per error, when any
 docstring breaks a check that is not excluded below.
 """
@@ -79,8 +80,8 @@ def class_members(path: str, cls: type, seen: set[tuple[type, str]]) -> list[tup
             continue
         seen.add((owner, name))
         member = vars(owner)[name]
-        if type(member).__name__ == "member_descriptor":  # a __slots__ entry: an attribute
-            continue
+        if not (inspect.isfunction(member) or isinstance(member, (property, classmethod, staticmethod))):
+            continue  # a data attribute (a class constant, a __slots__ entry): see the class's Attributes
         if own_doc(owner, name) is None and any(
             name in vars(k) and own_doc(k, name) for k in owner.__mro__[1:]
         ):
