@@ -20,7 +20,7 @@ from .. import _memory
 from .. import _validation as v
 from ._factor import Factor, Temp
 from ._operator import JacobianOperator
-from .._docs import doc, jacobian as D
+from .._docs import doc, jacobian as DJ, jacobian_forms as D
 
 LAYOUTS = ("numerator", "denominator")
 ORDERS = ("F", "C")
@@ -30,7 +30,7 @@ DENSE_HINT = "Use the lazy Jacobian (jvp, vjp, aslinearoperator) or tosparse() i
 SPARSE_HINT = "Use the lazy Jacobian (jvp, vjp, aslinearoperator) instead."
 
 
-@doc(D.JACOBIAN)
+@doc(DJ.JACOBIAN)
 class Jacobian(ABC):
     dtype: np.dtype
     _samples: int  # S: B when batched, else 1
