@@ -63,7 +63,9 @@ jacobian_conv_weight : The Jacobian dy/dW of one sample.
 
 Notes
 -----
-{GEOMETRY_NOTE}  Pass a Conv as X to per_sample_grads, batch_grad,
+{GEOMETRY_NOTE}
+
+Pass a Conv as X to per_sample_grads, batch_grad,
 per_sample_grad_norms, clip_and_sum, sum_grad_squared, grad_variance,
 per_sample_grad_dots or kfac_factors, with G = dL/dy of shape (B, O, *out): their
 weight results have the kernel's shape (O, C, *kernel).
@@ -77,7 +79,8 @@ Examples
 >>> md.batch_grad(X, G).shape                 # the kernel's shape (O, C, 3, 3)
 (4, 3, 3, 3)
 >>> U = md.conv_patches(x, 3, padding=1)
->>> np.allclose(md.batch_grad(X, G), np.einsum("bot,btk->ok", G.reshape(2, 4, 25), U).reshape(4, 3, 3, 3))
+>>> dW = np.einsum("bot,btk->ok", G.reshape(2, 4, 25), U)     # sum_b,t outer(G, U)
+>>> np.allclose(md.batch_grad(X, G), dW.reshape(4, 3, 3, 3))
 True
 """
 
@@ -220,8 +223,10 @@ Notes
 For a 2-D input, U[b, oh OW + ow, (c k1 + i) k2 + j] =
 x[b, c, oh s1 - p1 + i d1, ow s2 - p2 + j d2] (OW output columns, s the stride,
 p the padding and d the dilation of each axis), so that the convolution is
-y[b, :, t] = W.reshape(O, C K) @ U[b, t].  {GEOMETRY_NOTE}  A parallel kernel
+y[b, :, t] = W.reshape(O, C K) @ U[b, t].  A parallel kernel
 writes every output entry once.
+
+{GEOMETRY_NOTE}
 
 Examples
 --------

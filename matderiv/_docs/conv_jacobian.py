@@ -40,7 +40,9 @@ Notes
 -----
 dy[o, t] / dW[a, c, k] = delta_oa U[t, (c, k)] with U the patches of x
 (conv_patches): the Kronecker Jacobian of I_O @ W2 @ U^T for W2 =
-W.reshape(O, C K), so tovec("C") is kron(I_O, U).  {FORMS}
+W.reshape(O, C K), so tovec("C") is kron(I_O, U).
+
+{FORMS}
 
 Examples
 --------
@@ -65,7 +67,9 @@ Notes
 dy/dx is the sparse block-Toeplitz matrix sum_k kron(W_k, S_k), W_k the kernel's
 (O, C) slice at offset k and S_k the 0/1 matrix that takes the input positions
 seen at that offset (positions in the padding have no entry).  `jvp` is a
-convolution and `vjp` a transposed one: neither forms the matrix.  {FORMS}
+convolution and `vjp` a transposed one: neither forms the matrix.
+
+{FORMS}
 
 Examples
 --------
@@ -223,6 +227,7 @@ Examples
 >>> J = md.jacobian_conv_input(W, (3, 5, 5), padding=1)
 >>> J.shape, J.nnz
 ((4, 5, 5, 3, 5, 5), 2028)
->>> np.allclose(J.vjp(J.jvp(x)).ravel(order="F"), J.tovec().T @ J.tovec() @ x.ravel(order="F"))
+>>> M = J.tovec()                               # (y.size, x.size), order "F"
+>>> np.allclose(J.vjp(J.jvp(x)).ravel(order="F"), M.T @ M @ x.ravel(order="F"))
 True
 """

@@ -311,7 +311,8 @@ Examples
 
 WEIGHT_LEFT = left(WEIGHT_SETUP, "ConvWeightJacobian")
 INPUT_LEFT = left(INPUT_SETUP, "ConvInputJacobian").replace(
-    "    The Jacobian of y' = M @ y", "    The convolution Jacobian of the kernel M @ W, y' = M @ y").replace(
+    "    The Jacobian of y' = M @ y (y taken as (O, *out)),",
+    "    The convolution Jacobian of the kernel M @ W: that of y' = M @ y\n    (y taken as (O, *out)),").replace(
     "masked or of an unsupported dtype.", "complex, masked or of an unsupported dtype.")
 
 

@@ -38,7 +38,7 @@ ValueError
 See Also
 --------
 one_hot : The one-hot rows as a sparse matrix.
-jacobian_awb : The lookup's Jacobian, jacobian_awb(one_hot(idx, V), None, W_shape=(V, d)).
+jacobian_awb : The lookup's Jacobian, with one_hot(idx, V) as A.
 
 Notes
 -----

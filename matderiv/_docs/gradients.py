@@ -27,7 +27,8 @@ out : numpy.ndarray, optional
 Returns
 -------
 dW : numpy.ndarray, shape (B, n, m) or (B, m, n)
-    The per-sample weight gradients.  {indented(DTYPE_RULE)}
+    The per-sample weight gradients.
+    {indented(DTYPE_RULE)}
 db : numpy.ndarray, shape (B, n)
     The per-sample bias gradients (a new array), only with bias=True.
 
@@ -48,7 +49,11 @@ Notes
 The stack holds B n m numbers, often far more than X and G: form it only where the
 gradients are needed one by one.  2-D inputs are written by a parallel kernel that
 writes every output entry once; sequences are one batched matrix product
-G[b].T @ X[b].  {STRUCTURED_X}  {DASK}
+G[b].T @ X[b].
+
+{STRUCTURED_X}
+
+{DASK}
 
 Examples
 --------
@@ -109,7 +114,11 @@ Notes
 One matrix product over all B T rows: dW = sum_b g_b, where
 {GRADIENT}
 With reduce="mean" an empty batch (B = 0) gives NaN (0 / 0), as np.mean of an
-empty axis does.  {STRUCTURED_X}  {DASK}
+empty axis does.
+
+{STRUCTURED_X}
+
+{DASK}
 
 Examples
 --------
@@ -120,7 +129,8 @@ Examples
 >>> dW = md.batch_grad(X, G)
 >>> dW.shape, np.allclose(dW, G.T @ X)
 ((2, 3), True)
->>> np.allclose(md.batch_grad(X, G, reduce="mean"), md.per_sample_grads(X, G).mean(axis=0))
+>>> mean = md.batch_grad(X, G, reduce="mean")
+>>> np.allclose(mean, md.per_sample_grads(X, G).mean(axis=0))
 True
 >>> dW, db = md.batch_grad(X, G, convention="xW", bias=True)
 >>> dW.shape, np.allclose(db, G.sum(axis=0))
@@ -174,7 +184,9 @@ both routes form squared norms, a float64 norm below about 1e-154 carries an
 absolute error of about 1e-162.  Every dot product accumulates in float64, for
 float32 inputs too.  A sample with an infinite or NaN input gets the norm of its
 formed gradient: NaN where an entry of g_b is NaN (0 * inf included), else inf.
-{STRUCTURED_X}  {DASK}
+{STRUCTURED_X}
+
+{DASK}
 
 Examples
 --------
@@ -246,7 +258,11 @@ share of the sum, so none is formed twice.
 
 Infinite and NaN inputs follow the arithmetic of c_b g_b (they are not dropped):
 a NaN norm gives c_b = NaN, which makes all of dW NaN; an infinite norm gives
-c_b = 0, and 0 * inf is NaN where g_b is infinite.  {STRUCTURED_X}  {DASK}
+c_b = 0, and 0 * inf is NaN where g_b is infinite.
+
+{STRUCTURED_X}
+
+{DASK}
 
 Examples
 --------

@@ -64,7 +64,9 @@ True
 4
 """
 
-SHAPE = f"""The tensor's shape in numerator layout: f.shape + W.shape, with a leading B when batched.
+SHAPE = f"""The tensor's shape in numerator layout, f.shape + W.shape.
+
+A batched Jacobian has a leading B.
 
 Examples
 --------
@@ -180,8 +182,8 @@ format : {{"csr", "csc", "coo"}}, default "csr"
 Returns
 -------
 scipy.sparse.csr_array or scipy.sparse.csc_array or scipy.sparse.coo_array
-    The matrix tovec(order) in canonical form (sorted indices, no duplicates); index arrays
-    are int32 where every index fits, int64 otherwise.
+    The matrix tovec(order) in canonical form (sorted indices, no
+    duplicates); index arrays are int32 where every index fits, int64 otherwise.
 
 Raises
 ------

@@ -39,7 +39,11 @@ Notes
 For 2-D inputs the sum is one matrix product, (G * G).T @ (X * X) for "Wx".
 Sequences form the per-sample gradients a block of samples at a time (a few MiB),
 square and sum them (in float64 across blocks): never the whole (B, n, m) stack.
-An empty batch gives zeros.  {STRUCTURED_X}  {DASK}
+An empty batch gives zeros.
+
+{STRUCTURED_X}
+
+{DASK}
 
 Examples
 --------
@@ -99,7 +103,9 @@ whole).  Sequences form the per-sample gradients block by block, each block
 centred on its own mean and the blocks merged with Chan's pairwise update in
 float64.  The bias variance is two-pass in float64.  With B <= ddof the division
 is by zero or less, as np.var does (an empty batch gives NaN).
-{STRUCTURED_X}  {DASK}
+{STRUCTURED_X}
+
+{DASK}
 
 Examples
 --------
@@ -118,7 +124,7 @@ DOTS_VALUE = """
     Also if only one of X2 and G2 is given, or if they differ from X and G in
     their number of dimensions or width."""
 
-PER_SAMPLE_GRAD_DOTS = f"""Compute the inner products of all pairs of per-sample gradients, the gradient Gram matrix.
+PER_SAMPLE_GRAD_DOTS = f"""Compute the gradient Gram matrix, the inner products of all per-sample gradients.
 
 K[a, b] = <g_a, g'_b> is the layer's empirical neural tangent kernel; with a second
 batch (X2, G2) of test samples against training samples (X, G) its entries are
@@ -170,7 +176,11 @@ samples and multiplying them, about (B T + B2 T2 + B B2) n m (more where the
 second batch's gradients do not all fit at once).  Entries that come out infinite
 or NaN are recomputed from formed gradients, so that a 0 * inf in g_a gives NaN
 as it does there.  Without a second batch each off-diagonal block is computed once
-and mirrored.  {STRUCTURED_X}  {DASK}
+and mirrored.
+
+{STRUCTURED_X}
+
+{DASK}
 
 Examples
 --------
@@ -213,7 +223,8 @@ mode : {{"expand", "reduce"}}, default "expand"
 Returns
 -------
 A : numpy.ndarray, shape (m, m) or (m + 1, m + 1)
-    The input factor, exactly symmetric.  {indented(DTYPE_RULE)}
+    The input factor, exactly symmetric.
+    {indented(DTYPE_RULE)}
 S : numpy.ndarray, shape (n, n)
     The gradient factor, exactly symmetric.
 
@@ -235,8 +246,12 @@ A = sum_(b, t) X[b, t] X[b, t]^T / (B T) and S = sum_(b, t) G[b, t] G[b, t]^T / 
 S = sum_b gbar_b gbar_b^T / B with gbar_b = sum_t G[b, t].  With bias=True the
 last row and column of A hold the column sums of the inputs divided by the count,
 and its corner is 1 (no augmented copy of X is made).  Each factor is one
-symmetric rank-k product.  An empty batch gives NaN (0 / 0).  {STRUCTURED_X}
-For an `Embedding`, A is diagonal and comes as its diagonal, shape (V,).  {DASK}
+symmetric rank-k product.  An empty batch gives NaN (0 / 0).
+
+{STRUCTURED_X}
+For an `Embedding`, A is diagonal and comes as its diagonal, shape (V,).
+
+{DASK}
 
 Examples
 --------
@@ -307,7 +322,9 @@ Notes
 Work is shared as one backward pass shares it among several extensions: with
 "variance", "grad" (B times the mean) and "sum_grad_squared" (M2 + B mean^2) come
 from the variance's moments without another matrix product, and "norms" with
-"clipped" come from clip_and_sum's one pass.  {DASK}
+"clipped" come from clip_and_sum's one pass.
+
+{DASK}
 
 Examples
 --------
