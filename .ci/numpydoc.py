@@ -9,8 +9,9 @@ that carries no docstring of its own shows its base's, as help() and Sphinx do, 
 counted as checked there).  Data attributes (class constants, __slots__ entries, dataclass
 fields, what instances store) have no docstring of their own: the class's Attributes
 section documents them.
---list prints every name checked.  Exit status 1, with one line per error, when any
-docstring breaks a check that is not excluded below.
+Besides numpydoc's checks, every See Also entry must name a public name (the
+documentation site links them).  --list prints every name checked.  Exit status 1, with
+one line per error, when any docstring breaks a check that is not excluded below.
 """
 from __future__ import annotations
 
@@ -106,6 +107,29 @@ def names() -> list[tuple[str, bool, bool]]:
     return out
 
 
+def unknown_see_also(name: str) -> list[str]:
+    """The See Also entries of `name` that name nothing: each must be a public name of
+    matderiv (or of matderiv.dask, for its functions), a method or property of one
+    ("Jacobian.tovec"), or a dotted name from matderiv ("matderiv.batch_grad"); the
+    documentation site links them."""
+    validator = Validator(name)
+    homes = [matderiv.dask, matderiv] if name.startswith("matderiv.dask.") else [matderiv]
+    missing = []
+    for entry in validator.see_also:
+        if entry.startswith("matderiv."):
+            try:
+                nv.Validator._load_obj(entry)
+                continue
+            except (ImportError, AttributeError):
+                missing.append(entry)
+                continue
+        head, _, rest = entry.partition(".")
+        obj = next((getattr(home, head) for home in homes if head in getattr(home, "__all__", ())), None)
+        if obj is None or (rest and not hasattr(obj, rest)):
+            missing.append(entry)
+    return missing
+
+
 def main() -> int:
     checked = names()
     if "--list" in sys.argv:
@@ -116,6 +140,7 @@ def main() -> int:
         for code, message in nv.validate(name, Validator)["errors"]:
             if code in CHECKS and code not in skip:
                 problems.append(f"{name}: {code} {message}")
+        problems += [f"{name}: See Also names {entry!r}, which is no public name" for entry in unknown_see_also(name)]
     print(f"numpydoc: {len(checked)} public names checked ({len(CHECKS)} checks; excluded: "
           f"{', '.join(sorted(EXCLUDED))}), {len(problems)} errors")
     for problem in problems:

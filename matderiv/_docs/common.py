@@ -1,4 +1,5 @@
 """Docstring entries that many public functions share (flush left, numpydoc)."""
+import textwrap
 
 X = """X : array_like, shape (B, m) or (B, T, m)
     The layer's inputs: one row x_b per sample, or a sequence of T steps per sample."""
@@ -39,16 +40,16 @@ float32), else float64; integer and bool inputs count as float64."""
 
 
 
-def raises(type_extra: str = "", value_extra: str = "") -> str:
-    """The Raises entries of the batched functions, each with the given sentences added."""
+def raises(wrong_type: str, wrong_value: str) -> str:
+    """The Raises entries of a batched function: its options' wrong types and values."""
+
+    def entry(text: str) -> str:
+        return textwrap.fill(text, 84, initial_indent="    ", subsequent_indent="    ")
+
     return f"""TypeError
-    If X or G is complex, masked, of an unsupported dtype or not convertible to an
-    array, or if an option has the wrong type (a flag not a bool, n_threads not an
-    int).{type_extra}
+{entry(f"If X or G is complex, masked, of an unsupported dtype or not convertible to an array, or if {wrong_type}.")}
 ValueError
-    If X and G are not both 2-D or both 3-D, their batch sizes (or sequence lengths)
-    differ, convention is not "Wx" or "xW", n_threads is out of range or max_bytes is
-    negative.{value_extra}
+{entry(f"If X and G are not both 2-D or both 3-D or their batch sizes (or sequence lengths) differ, or if {wrong_value}.")}
 OutputTooLargeError
     If the outputs, with the copies of the inputs the call needs, exceed max_bytes
     (raised before anything is allocated)."""

@@ -157,10 +157,8 @@ Examples
 >>> import numpy as np
 >>> import matderiv as md
 >>> X = md.one_hot(np.array([2, 0, 1]), 3)
->>> X.toarray()
-array([[0., 0., 1.],
-       [1., 0., 0.],
-       [0., 1., 0.]])
+>>> X.toarray().tolist()
+[[0.0, 0.0, 1.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]
 
 The Jacobian of the lookup X @ E with respect to the table E (3, 4):
 

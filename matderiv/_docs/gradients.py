@@ -34,7 +34,7 @@ db : numpy.ndarray, shape (B, n)
 
 Raises
 ------
-{raises(" Also if out is not a numpy.ndarray.", chr(10) + "    Also if out has the wrong shape or dtype, is not C-contiguous, aligned and" + chr(10) + "    writeable, or overlaps X or G.")}
+{raises("bias is not a bool, max_bytes or n_threads not an int, or out not a numpy.ndarray", 'convention is not "Wx" or "xW", n_threads is out of range, max_bytes is negative, or out has the wrong shape or dtype, is not C-contiguous, aligned and writeable, or overlaps X or G')}
 
 See Also
 --------
@@ -101,7 +101,7 @@ db : numpy.ndarray, shape (n,)
 
 Raises
 ------
-{raises(value_extra=' Also if reduce is not "sum" or "mean".')}
+{raises("bias is not a bool or max_bytes not an int", 'convention is not "Wx" or "xW", reduce not "sum" or "mean", or max_bytes negative')}
 
 See Also
 --------
@@ -156,7 +156,7 @@ numpy.ndarray, shape (B,)
 
 Raises
 ------
-{raises()}
+{raises("bias is not a bool or n_threads not an int", "n_threads is out of range")}
 
 See Also
 --------
@@ -234,7 +234,7 @@ norms : numpy.ndarray, shape (B,)
 
 Raises
 ------
-{raises(" Also if max_norm is not a number.", " Also if max_norm is not positive and finite.")}
+{raises("max_norm is not a number, bias not a bool, or max_bytes or n_threads not an int", 'max_norm is not positive and finite, convention not "Wx" or "xW", n_threads out of range or max_bytes negative')}
 
 See Also
 --------

@@ -106,8 +106,8 @@ Examples
 >>> import numpy as np
 >>> import matderiv as md
 >>> J = md.jacobian_wx(np.array([1.0, 2.0, 3.0]), 2)
->>> J.x
-array([1., 2., 3.])
+>>> J.x.tolist()
+[1.0, 2.0, 3.0]
 >>> J.x.flags.writeable
 False
 """

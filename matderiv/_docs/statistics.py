@@ -24,7 +24,7 @@ db2 : numpy.ndarray, shape (n,)
 
 Raises
 ------
-{raises()}
+{raises("bias is not a bool or max_bytes not an int", 'convention is not "Wx" or "xW" or max_bytes is negative')}
 
 See Also
 --------
@@ -83,7 +83,7 @@ vb : numpy.ndarray, shape (n,)
 
 Raises
 ------
-{raises(" Also if ddof is not an int.", " Also if ddof is negative.")}
+{raises("bias is not a bool, or ddof or max_bytes not an int", 'convention is not "Wx" or "xW", or ddof or max_bytes is negative')}
 
 See Also
 --------
@@ -120,9 +120,8 @@ Examples
 True
 """
 
-DOTS_VALUE = """
-    Also if only one of X2 and G2 is given, or if they differ from X and G in
-    their number of dimensions or width."""
+DOTS_VALUE = ("only one of X2 and G2 is given, X2 and G2 differ from X and G in their number of "
+              "dimensions or width, or max_bytes is negative")
 
 PER_SAMPLE_GRAD_DOTS = f"""Compute the gradient Gram matrix, the inner products of all per-sample gradients.
 
@@ -155,7 +154,7 @@ numpy.ndarray, shape (B, B2)
 
 Raises
 ------
-{raises(value_extra=DOTS_VALUE)}
+{raises("bias or normalize is not a bool, or max_bytes not an int", DOTS_VALUE)}
 
 See Also
 --------
@@ -230,7 +229,7 @@ S : numpy.ndarray, shape (n, n)
 
 Raises
 ------
-{raises(value_extra=' Also if mode is not "expand" or "reduce".')}
+{raises("bias is not a bool or max_bytes not an int", 'mode is not "expand" or "reduce", or max_bytes is negative')}
 
 See Also
 --------
@@ -273,10 +272,11 @@ True
 (4, 4)
 """
 
-BATCH_STATS_TYPE = " Also if what is not a list or tuple, or max_norm or ddof not a number."
-BATCH_STATS_VALUE = """
-    Also if what names an unknown statistic, if it asks for "clipped" without
-    max_norm, or if max_norm or ddof is out of range."""
+BATCH_STATS_TYPE = ("what is not a list or tuple, max_norm not a number, bias not a bool, or ddof, "
+                    "max_bytes or n_threads not an int")
+BATCH_STATS_VALUE = ('what names an unknown statistic or asks for "clipped" without max_norm, max_norm '
+                     'is not positive and finite, convention not "Wx" or "xW", ddof or max_bytes negative, '
+                     "or n_threads out of range")
 
 BATCH_STATS = f"""Compute several statistics of one batch in one call, sharing the work between them.
 
