@@ -10,12 +10,15 @@ counted as checked there).  Data attributes (class constants, __slots__ entries,
 fields, what instances store) have no docstring of their own: the class's Attributes
 section documents them.
 Besides numpydoc's checks, every See Also entry must name a public name (the
-documentation site links them).  --list prints every name checked.  Exit status 1, with
+documentation site links them), and the reStructuredText that numpydoc makes of each
+docstring must parse without a docutils warning (a `*` or `|` taken for markup).  --list prints every name checked.  Exit status 1, with
 one line per error, when any docstring breaks a check that is not excluded below.
 """
 from __future__ import annotations
 
 import inspect
+import io
+import re
 import sys
 from pathlib import Path
 
@@ -24,7 +27,9 @@ ROOT = Path(__file__).resolve().parent.parent
 # the tree's matderiv (not an installed one) does
 sys.path[0] = str(ROOT)
 
+import docutils.core  # noqa: E402  (numpydoc's Sphinx brings it)
 import numpydoc.validate as nv  # noqa: E402
+from numpydoc.docscrape_sphinx import SphinxDocString  # noqa: E402
 
 import matderiv  # noqa: E402
 import matderiv.dask  # noqa: E402
@@ -130,6 +135,20 @@ def unknown_see_also(name: str) -> list[str]:
     return missing
 
 
+#: What plain docutils cannot know: the roles and directives that Sphinx adds.
+SPHINX_ONLY = re.compile(r"Unknown (interpreted text role|directive type)|No (role|directive) entry|Trying \"")
+
+
+def rst_problems(name: str) -> list[str]:
+    """docutils' warnings on the reStructuredText that numpydoc makes of the docstring (as
+    the documentation site renders it): a `*` or `|` read as inline markup, a broken list."""
+    text = str(SphinxDocString(inspect.getdoc(nv.Validator._load_obj(name)) or ""))
+    stream = io.StringIO()
+    docutils.core.publish_doctree(text, settings_overrides={"warning_stream": stream, "report_level": 2})
+    return [line.split(": ", 1)[-1] for line in stream.getvalue().splitlines()
+            if line.startswith("<string>:") and not SPHINX_ONLY.search(line)]
+
+
 def main() -> int:
     checked = names()
     if "--list" in sys.argv:
@@ -141,6 +160,7 @@ def main() -> int:
             if code in CHECKS and code not in skip:
                 problems.append(f"{name}: {code} {message}")
         problems += [f"{name}: See Also names {entry!r}, which is no public name" for entry in unknown_see_also(name)]
+        problems += [f"{name}: reStructuredText: {message}" for message in rst_problems(name)]
     print(f"numpydoc: {len(checked)} public names checked ({len(CHECKS)} checks; excluded: "
           f"{', '.join(sorted(EXCLUDED))}), {len(problems)} errors")
     for problem in problems:

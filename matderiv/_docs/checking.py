@@ -8,7 +8,7 @@ W : array_like
     The point at which to differentiate, of any shape (up to 32 axes)."""
 
 EPS = """eps : float, optional
-    The relative step: h = eps max(1, |W_ab|) for entry (a, b).  None: the cube
+    The relative step: h = eps max(1, abs(W_ab)) for entry (a, b).  None: the cube
     root of the precision of f's output (float32 or float64), which balances the
     truncation and rounding errors."""
 
@@ -76,7 +76,7 @@ rtol : float, optional
     output is single precision.
 atol : float, optional
     Absolute tolerance (non-negative).  None: 1e-7 (single precision: 1e-4)
-    times max(1, max |N|), widened by each difference quotient's rounding noise.
+    times max(1, max abs(N)), widened by each difference quotient's rounding noise.
 {EPS}
 {MAX_BYTES}
 
@@ -106,9 +106,9 @@ JacobianCheck : The result.
 Notes
 -----
 With N the numerical Jacobian, an entry passes when
-|J - N| <= atol + rtol |N| (NaN fails).  The default absolute tolerance adds the
+abs(J - N) <= atol + rtol abs(N) (NaN fails).  The default absolute tolerance adds the
 rounding noise of each difference quotient, about the precision times
-max |f| / h, so that functions with large values are not failed for rounding.
+max abs(f) / h, so that functions with large values are not failed for rounding.
 Besides N, three arrays of N's size are needed, all counted against max_bytes.
 
 Examples
@@ -135,11 +135,11 @@ Made by `check_jacobian`; not constructed directly.  Frozen.
 Attributes
 ----------
 max_abs_error : float
-    The largest |J - N| over all entries.
+    The largest abs(J - N) over all entries.
 max_abs_index : tuple of int
     Where it is (an index into f(W).shape + W.shape; () when N is empty).
 max_rel_error : float
-    The largest |J - N| / |N|.
+    The largest abs(J - N) / abs(N).
 max_rel_index : tuple of int
     Where it is.
 n_bad : int

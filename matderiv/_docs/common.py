@@ -5,7 +5,9 @@ X = """X : array_like, shape (B, m) or (B, T, m)
     The layer's inputs: one row x_b per sample, or a sequence of T steps per sample."""
 
 STRUCTURED_X = """A `Conv` (a convolution's patches) or an `Embedding` (a lookup) may stand for X;
-the results then have the kernel's shape (O, C, *kernel) or the table's (V, d)."""
+W then has the kernel's shape (O, C) + kernel or the table's (V, d), and so do the
+weight results (per-sample ones with a leading B; an Embedding's per-sample
+gradients come as a sparse (B, V d) matrix)."""
 
 G = """G : array_like, shape (B, n) or (B, T, n)
     The upstream gradients dL/df, with X's number of dimensions, batch size B and

@@ -29,7 +29,7 @@ CONV_SETUP = """>>> import numpy as np
 
 CONV = f"""The patches of a convolution's input, as the X of the batched functions.
 
-A convolution y = conv(W, x) applies its kernel W (O, C, *kernel) to every patch
+A convolution y = conv(W, x) applies its kernel W (O, C) + kernel to every patch
 of x: with U = conv_patches(x) of shape (B, T, C K), y[b, :, t] =
 W.reshape(O, C K) @ U[b, t], so the convolution is a sequence layer with X = U
 and G = dL/dy.  Conv stands for U without forming it: the batched functions
@@ -67,8 +67,8 @@ Notes
 
 Pass a Conv as X to per_sample_grads, batch_grad,
 per_sample_grad_norms, clip_and_sum, sum_grad_squared, grad_variance,
-per_sample_grad_dots or kfac_factors, with G = dL/dy of shape (B, O, *out): their
-weight results have the kernel's shape (O, C, *kernel).
+per_sample_grad_dots or kfac_factors, with G = dL/dy of shape (B, O) + out: their
+weight results have the kernel's shape (O, C) + kernel.
 
 Examples
 --------
@@ -139,7 +139,7 @@ out_channels : int
 Returns
 -------
 tuple of int
-    (O, C, *kernel), the shape of every weight result of the batched functions.
+    (O, C) + kernel, the shape of every weight result of the batched functions.
 
 See Also
 --------

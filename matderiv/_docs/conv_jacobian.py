@@ -16,7 +16,7 @@ INPUT_SETUP = SETUP + """
 COMMON_ATTRIBUTES = """Attributes
 ----------
 f_shape : tuple of int
-    The output's shape (O, *out).
+    The output's shape (O,) + out.
 dtype : numpy.dtype
     The dtype of every form.
 batch_size : None
@@ -96,7 +96,7 @@ Examples
 7
 """
 
-W_SHAPE = f"""The kernel's shape (O, C, *kernel).
+W_SHAPE = f"""The kernel's shape (O, C) + kernel.
 
 Examples
 --------
@@ -105,7 +105,7 @@ Examples
 (4, 3, 3, 3)
 """
 
-X_SHAPE = f"""The input's shape (C, *S).
+X_SHAPE = f"""The input's shape (C,) + S.
 
 Examples
 --------
@@ -148,7 +148,7 @@ out_channels : int
 Returns
 -------
 ConvWeightJacobian
-    Lazy dy/dW for y = conv(W, x) with W of shape (O, C, *kernel_size): tensor
+    Lazy dy/dW for y = conv(W, x) with W of shape (O, C) + kernel_size: tensor
     shape y.shape + W.shape.  Its dtype is that of the patches of x.
 
 Raises

@@ -164,12 +164,12 @@ WEIGHT_JVP = f"""Return the directional derivative of y along dW: conv(dW, x).
 Parameters
 ----------
 dW : array_like
-    A direction of the kernel's shape (O, C, *kernel).
+    A direction of the kernel's shape (O, C) + kernel.
 
 Returns
 -------
 numpy.ndarray
-    The change of y, of y's shape (O, *out).
+    The change of y, of y's shape (O,) + out.
 
 Raises
 ------
@@ -199,12 +199,12 @@ INPUT_JVP = f"""Return the directional derivative of y along dx: conv(W, dx).
 Parameters
 ----------
 dx : array_like
-    A direction of the input's shape (C, *S).
+    A direction of the input's shape (C,) + S.
 
 Returns
 -------
 numpy.ndarray
-    The change of y, of y's shape (O, *out).
+    The change of y, of y's shape (O,) + out.
 
 Raises
 ------
@@ -237,7 +237,7 @@ def vjp(wrt: str, setup: str, result: str, check: str) -> str:
 Parameters
 ----------
 v_ : array_like
-    The gradient v = dL/dy, of y's shape (O, *out).
+    The gradient v = dL/dy, of y's shape (O,) + out.
 {OUT}
 {MAX_BYTES}
 {N_THREADS}
@@ -287,7 +287,7 @@ M : array_like or scipy sparse matrix
 Returns
 -------
 {result}
-    The Jacobian of y' = M @ y (y taken as (O, *out)), y' of shape (r, *out).
+    The Jacobian of y' = M @ y (y taken as (O,) + out), y' of shape (r,) + out.
 
 Raises
 ------
@@ -311,8 +311,8 @@ Examples
 
 WEIGHT_LEFT = left(WEIGHT_SETUP, "ConvWeightJacobian")
 INPUT_LEFT = left(INPUT_SETUP, "ConvInputJacobian").replace(
-    "    The Jacobian of y' = M @ y (y taken as (O, *out)),",
-    "    The convolution Jacobian of the kernel M @ W: that of y' = M @ y\n    (y taken as (O, *out)),").replace(
+    "    The Jacobian of y' = M @ y (y taken as (O,) + out),",
+    "    The convolution Jacobian of the kernel M @ W: that of y' = M @ y\n    (y taken as (O,) + out),").replace(
     "masked or of an unsupported dtype.", "complex, masked or of an unsupported dtype.")
 
 
