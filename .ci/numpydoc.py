@@ -9,10 +9,12 @@ that carries no docstring of its own shows its base's, as help() and Sphinx do, 
 counted as checked there).  Data attributes (class constants, __slots__ entries, dataclass
 fields, what instances store) have no docstring of their own: the class's Attributes
 section documents them.
+
 Besides numpydoc's checks, every See Also entry must name a public name (the
 documentation site links them), and the reStructuredText that numpydoc makes of each
-docstring must parse without a docutils warning (a `*` or `|` taken for markup).  --list prints every name checked.  Exit status 1, with
-one line per error, when any docstring breaks a check that is not excluded below.
+docstring must parse without a docutils warning (a `*` or `|` taken for markup).
+--list prints every name checked.  Exit status 1, with one line per error, when any
+docstring breaks a check that is not excluded below.
 """
 from __future__ import annotations
 
