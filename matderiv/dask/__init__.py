@@ -1,6 +1,6 @@
 """The batched gradient functions and their statistics on dask arrays.
 
-The arrays are chunked along the batch axis B:
+The arrays are chunked along the batch axis B, for example::
 
     import dask.array as da
     X = da.random.standard_normal((2**22, 64), chunks=(2**16, 64))
