@@ -6,30 +6,19 @@ import sys
 
 from . import _validation as v
 from ._kernels import _openmp
+from ._docs import checking as D, doc
 
 #: The environment variable read when matderiv is imported.
 SERIAL_BELOW_VAR = "MATDERIV_SERIAL_BELOW_BYTES"
 
 
+@doc(D.GET_SERIAL_BELOW_BYTES)
 def get_serial_below_bytes() -> int:
-    """The size, in bytes written, below which a kernel call runs on the calling thread.
-
-    Starting an OpenMP team costs more than it saves on small outputs (and leaves no idle
-    team spinning beside BLAS). The value comes from the environment variable
-    MATDERIV_SERIAL_BELOW_BYTES when matderiv is imported (default 1048576, 1 MiB);
-    set_serial_below_bytes changes it.
-    """
     return _openmp.get_serial_below_bytes()
 
 
+@doc(D.SET_SERIAL_BELOW_BYTES)
 def set_serial_below_bytes(nbytes: int) -> int:
-    """Set the size, in bytes written, below which a kernel call runs on the calling
-    thread, for every thread of this process; return the previous value.
-
-    0 starts a team for every call given more than one thread (tests use it to run the
-    parallel branches on small inputs); a huge value runs every call serially. Child
-    processes started by spawn or forkserver read MATDERIV_SERIAL_BELOW_BYTES instead.
-    """
     return _openmp.set_serial_below_bytes(v.byte_count(nbytes, "nbytes", at_most=sys.maxsize))
 
 

@@ -8,15 +8,14 @@ import time
 import numpy as np
 
 from . import _validation as v
+from ._docs import checking as D, doc
 
 __all__ = ["OutputTooLargeError", "available_bytes", "check_output_bytes", "memory_limit", "temporaries_budget"]
 
 
+@doc(D.OUTPUT_TOO_LARGE)
 class OutputTooLargeError(MemoryError):
-    """A materializing call would need more memory than `max_bytes` allows.
-
-    Raised before anything is allocated.
-    """
+    ...
 
 
 #: Where the limits are read from; tests point this at a fake tree (self/cgroup,

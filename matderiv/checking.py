@@ -11,18 +11,19 @@ from numpy.typing import ArrayLike
 from . import _validation as v
 from ._memory import check_output_bytes
 from .jacobian import ConvJacobian, Jacobian
+from ._docs import checking as D, doc
 
 __all__ = ["JacobianCheck", "JacobianMismatch", "check_jacobian", "numerical_jacobian"]
 
 
+@doc(D.JACOBIAN_MISMATCH)
 class JacobianMismatch(AssertionError):
-    """A claimed Jacobian disagrees with central differences; the message names the worst entry."""
+    ...
 
 
+@doc(D.JACOBIAN_CHECK)
 @dataclass(frozen=True)
 class JacobianCheck:
-    """Outcome of check_jacobian: the worst absolute and relative errors and where they are."""
-
     max_abs_error: float
     max_abs_index: tuple[int, ...]
     max_rel_error: float
@@ -33,6 +34,7 @@ class JacobianCheck:
     numerical: np.ndarray
 
     @property
+    @doc(D.OK)
     def ok(self) -> bool:
         return self.n_bad == 0
 
@@ -107,6 +109,7 @@ def _differences(
     return J, noise.reshape(W0.shape), f0.dtype
 
 
+@doc(D.NUMERICAL_JACOBIAN)
 def numerical_jacobian(
     f: Callable[[np.ndarray], ArrayLike],
     W: ArrayLike,
@@ -114,13 +117,6 @@ def numerical_jacobian(
     eps: float | None = None,
     max_bytes: int | None = None,
 ) -> np.ndarray:
-    """Central differences (f(W + h E_ab) - f(W - h E_ab)) / 2h, shape f(W).shape + W.shape.
-
-    W is perturbed in float64 (complex128 for complex W: the holomorphic derivative
-    along the real axis); h = eps * max(1, |W_ab|), eps defaulting to the cube root
-    of the precision of f's output (float32 or float64).  Costs 2 * W.size calls of f;
-    the result is guarded by max_bytes like every materializing call.
-    """
     return _differences(f, W, eps, max_bytes, scratch=0)[0]
 
 
@@ -129,6 +125,7 @@ def _default_tolerances(single: bool) -> tuple[float, float]:
     return (1e-3, 1e-4) if single else (1e-6, 1e-7)
 
 
+@doc(D.CHECK_JACOBIAN)
 def check_jacobian(
     f: Callable[[np.ndarray], ArrayLike],
     W: ArrayLike,
@@ -139,16 +136,6 @@ def check_jacobian(
     eps: float | None = None,
     max_bytes: int | None = None,
 ) -> JacobianCheck:
-    """Compare a claimed Jacobian of f at W with central differences.
-
-    J: an array in numerator layout (f(W).shape + W.shape) or any matderiv Jacobian.
-    An entry passes when |J - N| <= atol + rtol * |N|, with N the numerical Jacobian.
-    Defaults follow the lower precision of J and of f's output (1e-6/1e-7 double,
-    1e-3/1e-4 single), with atol scaled by max(1, max|N|) and widened by the rounding
-    noise of each difference quotient (precision * max|f| / h). Returns a JacobianCheck;
-    raises JacobianMismatch naming the worst entry when any entry fails. Besides N,
-    three arrays of N's size are needed (all counted against max_bytes).
-    """
     if isinstance(J, (Jacobian, ConvJacobian)):
         claimed = J.toarray("numerator", max_bytes=max_bytes)
     else:

@@ -17,6 +17,7 @@ from ._batch import CONVENTIONS, Inputs
 from ._dispatch import dask_aware
 from .gradients import batch_grad, clip_and_sum, per_sample_grad_norms
 from .statistics import kfac_factors, sum_grad_squared
+from ._docs import doc, statistics as D
 
 __all__ = ["STATS", "batch_stats"]
 
@@ -26,6 +27,7 @@ STATS = ("grad", "norms", "clipped", "sum_grad_squared", "variance", "kfac")
 FROM_MOMENTS = frozenset(("grad", "sum_grad_squared", "variance"))
 
 
+@doc(D.BATCH_STATS)
 @dask_aware
 def batch_stats(
     X: ArrayLike,
@@ -39,20 +41,6 @@ def batch_stats(
     max_bytes: int | None = None,
     n_threads: int | None = None,
 ) -> dict[str, Any]:
-    """The statistics named in `what` (any of STATS) of one batch, as a dict keyed by name,
-    each equal to its own function's result (with bias, the same pairs and triples):
-
-      "grad"              batch_grad(X, G): sum_b g_b
-      "norms"             per_sample_grad_norms(X, G): ||g_b||, (B,)
-      "clipped"           clip_and_sum(X, G, max_norm) without its norms: dW (or (dW, db))
-      "sum_grad_squared"  sum_grad_squared(X, G): sum_b g_b * g_b
-      "variance"          grad_variance(X, G, ddof=ddof)
-      "kfac"              kfac_factors(X, G): (A, S)
-
-    Shared work: with "variance", "grad" = B mean and "sum_grad_squared" = M2 + B mean^2
-    come from its moments (no further GEMM); "norms" with "clipped" come from clip_and_sum's
-    one pass.  Outputs are counted together against max_bytes before anything is computed.
-    """
     want, clip, bias, ddof = check_args(what, max_norm, convention, bias, ddof, n_threads)
     inp = Inputs(X, G)
     b = inp.load(output_parts(inp, want, convention, bias), what="batch_stats", max_bytes=max_bytes)

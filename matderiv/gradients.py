@@ -28,6 +28,7 @@ from . import _validation as v
 from ._batch import CONVENTIONS, REDUCTIONS, Batch, Inputs
 from ._dispatch import dask_aware
 from ._kernels import _rows
+from ._docs import doc, gradients as D
 
 __all__ = ["batch_grad", "clip_and_sum", "per_sample_grad_norms", "per_sample_grads"]
 
@@ -48,6 +49,7 @@ def per_sample_grads(
     X: ArrayLike, G: ArrayLike, *, convention: str = ..., bias: Literal[True],
     out: np.ndarray | None = ..., max_bytes: int | None = ..., n_threads: int | None = ...,
 ) -> tuple[np.ndarray, np.ndarray]: ...
+@doc(D.PER_SAMPLE_GRADS)
 @dask_aware
 def per_sample_grads(
     X: ArrayLike,
@@ -59,20 +61,6 @@ def per_sample_grads(
     max_bytes: int | None = None,
     n_threads: int | None = None,
 ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
-    """One weight gradient per sample.
-
-    "Wx": out[b] = outer(G[b], X[b]), shape (B, n, m) (3-D: sum_t outer(G[b, t], X[b, t])).
-    "xW": out[b] = outer(X[b], G[b]), shape (B, m, n) (the transposes).
-    X: (B, m) or (B, T, m); G: (B, n) or (B, T, n).  bias=True returns (dW, db) with
-    db[b] = G[b] (2-D) or sum_t G[b, t] (3-D), shape (B, n).
-
-    out= receives dW (validated; the same object is returned).  max_bytes bounds
-    what is allocated (OutputTooLargeError before any allocation).  2-D inputs run an
-    OpenMP kernel on n_threads threads that writes every output element once; 3-D
-    inputs are one batched matrix product G[b].T @ X[b] through BLAS (BLAS's threads).
-    Only materialize per-sample gradients when they are needed one by one:
-    batch_grad, per_sample_grad_norms and clip_and_sum never do.
-    """
     v.check_choice(convention, "convention", CONVENTIONS)
     bias = v.check_flag(bias, "bias")
     threads = v.n_threads_value(n_threads)
@@ -105,6 +93,7 @@ def batch_grad(
     X: ArrayLike, G: ArrayLike, *, convention: str = ..., reduce: str = ..., bias: Literal[True],
     max_bytes: int | None = ...,
 ) -> tuple[np.ndarray, np.ndarray]: ...
+@doc(D.BATCH_GRAD)
 @dask_aware
 def batch_grad(
     X: ArrayLike,
@@ -115,15 +104,6 @@ def batch_grad(
     bias: bool = False,
     max_bytes: int | None = None,
 ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
-    """The gradient of the whole batch: G_flat.T @ X_flat ("Wx", (n, m)) or
-    X_flat.T @ G_flat ("xW", (m, n)), one BLAS call over all B*T rows.
-
-    reduce="sum" gives sum_b g_b; reduce="mean" divides by B, the number of samples
-    (not by B*T: the steps of a sequence add up within its sample), so B = 0 gives
-    NaN (0/0), as np.mean of an empty axis does.  bias=True returns (dW, db) with
-    db = sum over samples and steps of G (divided by B for "mean").  max_bytes bounds
-    the output (n*m can dwarf the inputs when B is small).
-    """
     v.check_choice(convention, "convention", CONVENTIONS)
     v.check_choice(reduce, "reduce", REDUCTIONS)
     bias = v.check_flag(bias, "bias")
@@ -140,6 +120,7 @@ def batch_grad(
 
 
 # --- norms -----------------------------------------------------------------------------------
+@doc(D.PER_SAMPLE_GRAD_NORMS)
 @dask_aware
 def per_sample_grad_norms(
     X: ArrayLike,
@@ -148,30 +129,6 @@ def per_sample_grad_norms(
     bias: bool = False,
     n_threads: int | None = None,
 ) -> np.ndarray:
-    """Frobenius norms ||g_b|| of the per-sample gradients, shape (B,), without
-    materializing them (the same for both conventions: a transpose keeps the norm).
-
-    bias=True includes the bias gradient: sqrt(||g_b||^2 + ||db_b||^2).
-
-    2-D: ||outer(G[b], X[b])|| = ||G[b]|| * ||X[b]||, O(B*(n+m)) time and memory.
-    3-D: one of two routes, both blocked over samples so temporaries stay small (a few
-    MiB, at least one sample's worth):
-      * Gram:        ||g_b||^2 = sum_{t,s} (G[b,t].G[b,s]) (X[b,t].X[b,s]),
-                     cost ~ T^2 (n + m + 1) per sample, (block, T, T) float64 temporaries
-                     (T <= GRAM_KERNEL_STEPS: one kernel pass on n_threads threads, no
-                     temporaries, half the pairs by symmetry);
-      * materialize: g_b = G[b].T @ X[b] per block of samples, then its sum of squares,
-                     cost ~ (T + 1) n m per sample, (block, n, m) temporaries.
-    The cheaper by these counts is taken: Gram when T^2 (n + m + 1) < (T + 1) n m,
-    roughly when T < n m / (n + m).  The Gram sum can cancel: a gradient whose steps
-    nearly cancel gets a norm accurate to about sqrt(eps) * ||G[b]|| ||X[b]||
-    (negative round-off is clamped to 0), and as both routes form squared norms, a float64
-    norm below about 1e-154 carries an absolute error of about 1e-162 (2-D norms are
-    accurate over double's whole range).  Every dot product accumulates in float64,
-    also for float32 inputs; n_threads threads.  Where an input is not finite, a norm is
-    that of the materialized gradient: NaN where an entry of g_b is NaN (0 * inf
-    included), else inf where one is infinite.
-    """
     bias = v.check_flag(bias, "bias")
     threads = v.n_threads_value(n_threads)
     inp = Inputs(X, G)
@@ -191,6 +148,7 @@ def clip_and_sum(
     X: ArrayLike, G: ArrayLike, max_norm: float, *, convention: str = ...,
     bias: Literal[True], max_bytes: int | None = ..., n_threads: int | None = ...,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]: ...
+@doc(D.CLIP_AND_SUM)
 @dask_aware
 def clip_and_sum(
     X: ArrayLike,
@@ -202,26 +160,6 @@ def clip_and_sum(
     max_bytes: int | None = None,
     n_threads: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray] | tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The sum of per-sample gradients, each clipped to norm max_norm (as in DP-SGD):
-
-        dW = sum_b c_b g_b,   c_b = min(1, max_norm / ||g_b||)
-
-    where ||g_b|| is the norm of sample b's whole gradient (weight and, with bias=True,
-    bias: sqrt(||g_b||^2 + ||db_b||^2)); db = sum_b c_b db_b.  A zero-norm sample has
-    c_b = 1.  Returns (dW, norms) or (dW, db, norms); dW is (n, m) for "Wx" and (m, n)
-    for "xW", norms the unclipped ||g_b||, shape (B,).
-
-    2-D, and sequences short enough for the Gram route: a GEMM staged block by block, the
-    narrower of G and X scaled by c_b into a cache-sized buffer in front of each block's
-    product (2-D: the block's norms and factors come from the same kernel pass, so G and
-    X are read once; 3-D: the Gram norms first); db from the same blocks.  No per-sample
-    gradient and no scaled copy of an input is formed.  Longer sequences: the
-    per-sample gradients in blocks (within the temporaries' budget), each block giving
-    its norms, factors and share of the sum, so that none is formed twice.
-    Non-finite samples follow the arithmetic of c_b * g_b (they are not dropped): a NaN
-    norm gives c_b = NaN, which turns all of dW NaN; an infinite norm gives c_b = 0, and
-    0 * inf = NaN where g_b is infinite.  max_bytes bounds the outputs and temporaries.
-    """
     v.check_choice(convention, "convention", CONVENTIONS)
     clip = v.positive_float(max_norm, "max_norm")
     bias = v.check_flag(bias, "bias")

@@ -29,6 +29,7 @@ from . import _validation as v
 from ._batch import CONVENTIONS, ROUTES, Batch, Inputs
 from ._dispatch import dask_aware
 from ._memory import check_output_bytes
+from ._docs import doc, statistics as D
 
 __all__ = ["grad_variance", "kfac_factors", "per_sample_grad_dots", "sum_grad_squared"]
 
@@ -44,6 +45,7 @@ def sum_grad_squared(
 def sum_grad_squared(
     X: ArrayLike, G: ArrayLike, *, convention: str = ..., bias: Literal[True], max_bytes: int | None = ...
 ) -> tuple[np.ndarray, np.ndarray]: ...
+@doc(D.SUM_GRAD_SQUARED)
 @dask_aware
 def sum_grad_squared(
     X: ArrayLike,
@@ -53,15 +55,6 @@ def sum_grad_squared(
     bias: bool = False,
     max_bytes: int | None = None,
 ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
-    """sum_b g_b * g_b (elementwise), W's shape: the diagonal of the empirical Fisher.
-
-    2-D: (G * G).T @ (X * X) ("Wx", (n, m); "xW": (X * X).T @ (G * G), (m, n)), a GEMM
-    staged block by block, each block squared into a cache-sized buffer in front of it.
-    3-D: per-sample gradients G[b].T @ X[b] in blocks of a few MiB, squared and summed
-    (float64 across blocks); never the whole (B, n, m).
-    bias=True returns (dW2, db2) with db2 = sum_b db_b * db_b, shape (n,).
-    max_bytes bounds the outputs.  B = 0 gives zeros.
-    """
     v.check_choice(convention, "convention", CONVENTIONS)
     bias = v.check_flag(bias, "bias")
     inp = Inputs(X, G)
@@ -110,6 +103,7 @@ def grad_variance(
     X: ArrayLike, G: ArrayLike, *, convention: str = ..., bias: Literal[True], ddof: int = ...,
     max_bytes: int | None = ...,
 ) -> tuple[np.ndarray, np.ndarray]: ...
+@doc(D.GRAD_VARIANCE)
 @dask_aware
 def grad_variance(
     X: ArrayLike,
@@ -120,22 +114,6 @@ def grad_variance(
     ddof: int = 0,
     max_bytes: int | None = None,
 ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
-    """np.var(per_sample_grads(X, G), axis=0, ddof=ddof), W's shape, without the stack.
-
-    var = sum_b (g_b - mean)^2 / (B - ddof), accurate when the mean dominates the spread.
-    2-D: (G*G)^T (X*X) - (G^T X)^2 / B, two GEMMs in the inputs' dtype (float64 across
-    blocks of float32 samples), where a sample of the rows shows no dominant mean and the
-    subtraction lost at most 1e4 (float32: 16) of the variance; elsewhere X and G shifted
-    by their means c and a, whose gradients G_b (x) (X_b - c) + (G_b - a) (x) c have g's
-    spread and a small mean, summed by three GEMMs in float64 (float32 converted a block
-    of samples at a time, never copied whole).  Rounding errors there are about
-    eps * sum_b (|G_b| |X_b - c| + |G_b - a| |c|)^2 / (B - ddof) per entry.
-    3-D: per-sample gradients in blocks, each block centred on its own mean and merged
-    with Chan's pairwise update in float64; shifted by T a (x) c first where the result
-    shows a mean that dominates the spread (where their rounding would matter).
-    bias=True returns (vW, vb) with vb the variance of db_b, shape (n,), two-pass in float64.
-    ddof: a non-negative int; B <= ddof divides by 0 as np.var does (B = 0 gives NaN).
-    """
     v.check_choice(convention, "convention", CONVENTIONS)
     bias = v.check_flag(bias, "bias")
     ddof = v.check_size(ddof, "ddof")
@@ -145,6 +123,7 @@ def grad_variance(
 
 
 # --- gradient dot products --------------------------------------------------------------------
+@doc(D.PER_SAMPLE_GRAD_DOTS)
 @dask_aware
 def per_sample_grad_dots(
     X: ArrayLike,
@@ -156,25 +135,6 @@ def per_sample_grad_dots(
     normalize: bool = False,
     max_bytes: int | None = None,
 ) -> np.ndarray:
-    """K[a, b] = <g_a, g'_b> (+ <db_a, db'_b> with bias=True), shape (B, B2): the
-    gradient Gram matrix (the layer's empirical NTK; TracIn scores of a test batch
-    X2, G2 against training data X, G).  The same for both conventions.
-
-    X2, G2: another batch with the same n and m and the same ndim (its B and T may
-    differ); both None (the default) means X, G themselves, and K is then exactly
-    symmetric (each off-diagonal block is computed once and mirrored).
-    2-D: (G @ G2.T) * (X @ X2.T) (+ G @ G2.T with bias), blocked so that temporaries
-    stay small; never O(B n m) memory.
-    3-D: the cheaper by multiply-add counts of
-      * Gram:        K[a, b] = sum_{t,s} <G[a,t], G2[b,s]> <X[a,t], X2[b,s]>,
-                     ~ B B2 T T2 (n + m) for the GEMMs of the (k T, k T2) blocks;
-      * materialize: per-sample gradients of blocks of a and b, then a GEMM of the two,
-                     ~ (B T + (B / k) B2 T2 + B B2) n m with k samples per block.
-    Entries that come out non-finite are recomputed from materialized gradients, so
-    that a 0 * inf in g_a gives NaN as it does there.  normalize=True divides by
-    ||g_a|| ||g'_b|| (cosines), with 0 where either gradient is zero.  max_bytes bounds
-    the (B, B2) output.
-    """
     bias = v.check_flag(bias, "bias")
     normalize = v.check_flag(normalize, "normalize")
     v.both_or_neither(X2, G2)
@@ -358,23 +318,11 @@ def _scale_blocks(
 
 
 # --- K-FAC --------------------------------------------------------------------------------------
+@doc(D.KFAC_FACTORS)
 @dask_aware
 def kfac_factors(
     X: ArrayLike, G: ArrayLike, *, bias: bool = False, mode: str = "expand", max_bytes: int | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The K-FAC Kronecker factors (A, S), A (m, m) and S (n, n), exactly symmetric,
-    with A (x) S ~ the uncentred covariance of vec_F(g_b) ("Wx" layout):
-
-    2-D:       A = X.T @ X / B, S = G.T @ G / B (for one sample A (x) S = vec_F(g) vec_F(g)^T).
-    "expand":  A = sum_{b,t} X[b,t] X[b,t]^T / (B T),  S = sum_{b,t} G[b,t] G[b,t]^T / B.
-    "reduce":  A = sum_b xbar_b xbar_b^T / B with xbar_b = mean_t X[b, t],
-               S = sum_b gbar_b gbar_b^T / B with gbar_b = sum_t G[b, t].
-    bias=True appends a 1 to every x: A is (m + 1, m + 1) with the column sums of x in
-    its last row and column and the count in its corner (no augmented copy of X).
-    Each factor is one symmetric rank-k product (numpy's syrk for X.T @ X).  B = 0 gives
-    NaN (0 / 0), as a mean over no samples.  max_bytes bounds A and S (and, for "reduce"
-    on sequences, the per-sample means and sums).
-    """
     bias = v.check_flag(bias, "bias")
     v.check_choice(mode, "mode", KFAC_MODES)
     inp = Inputs(X, G)

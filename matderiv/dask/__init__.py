@@ -1,5 +1,6 @@
-"""The batched gradient functions and their statistics on dask arrays chunked along the
-batch axis B.
+"""The batched gradient functions and their statistics on dask arrays.
+
+The arrays are chunked along the batch axis B, for example::
 
     import dask.array as da
     X = da.random.standard_normal((2**22, 64), chunks=(2**16, 64))
@@ -10,6 +11,11 @@ top-level names call for dask inputs); every task runs the in-memory function on
 chunk pair.  Results are lazy dask arrays: per-sample results keep X's chunks along B,
 reductions are one pass with a tree of small partials and come as one chunk.  Needs
 the optional dependencies: pip install matderiv[dask].
+
+per_sample_grads, batch_grad, per_sample_grad_norms, clip_and_sum
+    The batched gradients.
+sum_grad_squared, grad_variance, per_sample_grad_dots, kfac_factors, batch_stats
+    Their statistics.
 """
 try:
     import dask.array  # noqa: F401

@@ -16,14 +16,15 @@ from ..combined import FROM_MOMENTS, STATS, check_args, gather, output_parts
 from .gradients import batch_grad, clip_and_sum, per_sample_grad_norms
 from ._graph import Chunks, check_max_bytes, checked, inputs
 from .statistics import chunk_moments, kfac_factors, merge_moments, sum_grad_squared
+from .._docs import dask as D, doc
 
 __all__ = ["batch_stats"]
 
 
+@doc(D.BATCH_STATS)
 def batch_stats(X: Any, G: Any, what: Any, *, max_norm: float | None = None, convention: str = "Wx",
                 bias: bool = False, ddof: int = 0, max_bytes: int | None = None,
                 n_threads: int | None = None) -> dict[str, Any]:
-    """Lazy matderiv.batch_stats (same names, arguments and errors)."""
     want, clip, bias, ddof = check_args(what, max_norm, convention, bias, ddof, n_threads)
     check_max_bytes(max_bytes)
     Xd, Gd, dtype = inputs(X, G)

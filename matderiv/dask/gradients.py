@@ -21,6 +21,7 @@ from .. import _validation as v
 from .. import gradients as mem
 from .._batch import CONVENTIONS, REDUCTIONS, w_shape
 from ._graph import Chunks, check_lazy_out, check_max_bytes, inputs, per_sample_map, same, sum_partials
+from .._docs import dask as D, doc
 
 __all__ = ["batch_grad", "clip_and_sum", "per_sample_grad_norms", "per_sample_grads"]
 
@@ -31,12 +32,11 @@ def _mean(count: int, parts: tuple[np.ndarray, ...]) -> tuple[np.ndarray, ...]:
         return tuple(np.divide(p, count) for p in parts)
 
 
+@doc(D.PER_SAMPLE_GRADS)
 def per_sample_grads(
     X: Any, G: Any, *, convention: str = "Wx", bias: bool = False, out: None = None,
     max_bytes: int | None = None, n_threads: int | None = None,
 ) -> da.Array | tuple[da.Array, da.Array]:
-    """Lazy matderiv.per_sample_grads: (B, n, m) ("Wx") or (B, m, n) ("xW") with X's
-    chunks along B; bias=True gives (dW, db), db (B, n)."""
     v.check_choice(convention, "convention", CONVENTIONS)
     bias = v.check_flag(bias, "bias")
     v.n_threads_value(n_threads)
@@ -52,12 +52,11 @@ def per_sample_grads(
     return chunks.per_sample(0, shape, dtype), chunks.per_sample(1, (n,), dtype)
 
 
+@doc(D.BATCH_GRAD)
 def batch_grad(
     X: Any, G: Any, *, convention: str = "Wx", reduce: str = "sum", bias: bool = False,
     max_bytes: int | None = None,
 ) -> da.Array | tuple[da.Array, da.Array]:
-    """Lazy matderiv.batch_grad: one batch_grad per chunk, summed by a tree reduction
-    (divided by B at the end for reduce="mean"); one-chunk results."""
     v.check_choice(convention, "convention", CONVENTIONS)
     v.check_choice(reduce, "reduce", REDUCTIONS)
     bias = v.check_flag(bias, "bias")
@@ -71,22 +70,19 @@ def batch_grad(
     return result if bias else result[0]
 
 
+@doc(D.PER_SAMPLE_GRAD_NORMS)
 def per_sample_grad_norms(X: Any, G: Any, *, bias: bool = False, n_threads: int | None = None) -> da.Array:
-    """Lazy matderiv.per_sample_grad_norms: (B,) with X's chunks along B."""
     bias = v.check_flag(bias, "bias")
     v.n_threads_value(n_threads)
     Xd, Gd, dtype = inputs(X, G)
     return per_sample_map(mem.per_sample_grad_norms, Xd, Gd, (), dtype, bias=bias, n_threads=n_threads)
 
 
+@doc(D.CLIP_AND_SUM)
 def clip_and_sum(
     X: Any, G: Any, max_norm: float, *, convention: str = "Wx", bias: bool = False,
     max_bytes: int | None = None, n_threads: int | None = None,
 ) -> tuple[da.Array, da.Array] | tuple[da.Array, da.Array, da.Array]:
-    """Lazy matderiv.clip_and_sum: each task clips and sums its chunk (the factor
-    min(1, max_norm/||g_b||) depends on sample b alone, so this is exact) and returns
-    its norms; the partial sums meet in a tree reduction.  (dW, norms) or
-    (dW, db, norms); norms keep X's chunks along B."""
     v.check_choice(convention, "convention", CONVENTIONS)
     clip = v.positive_float(max_norm, "max_norm")
     bias = v.check_flag(bias, "bias")

@@ -28,6 +28,7 @@ from .. import statistics as mem
 from .._batch import CONVENTIONS, Inputs
 from .._memory import check_output_bytes
 from ._graph import Chunks, check_max_bytes, checked, inputs, pairs, per_sample_map, same, sum_partials
+from .._docs import dask as D, doc
 
 __all__ = ["grad_variance", "kfac_factors", "per_sample_grad_dots", "sum_grad_squared"]
 
@@ -42,11 +43,10 @@ def _output_check(what: str, Xd: da.Array, Gd: da.Array, convention: str, bias: 
 
 
 # --- sum of squares ---------------------------------------------------------------------------
+@doc(D.SUM_GRAD_SQUARED)
 def sum_grad_squared(
     X: Any, G: Any, *, convention: str = "Wx", bias: bool = False, max_bytes: int | None = None,
 ) -> da.Array | tuple[da.Array, da.Array]:
-    """Lazy matderiv.sum_grad_squared: one in-memory call per chunk, summed by a tree
-    reduction; one-chunk results."""
     v.check_choice(convention, "convention", CONVENTIONS)
     bias = v.check_flag(bias, "bias")
     Xd, Gd, dtype = inputs(X, G)
@@ -57,13 +57,11 @@ def sum_grad_squared(
 
 
 # --- variance ---------------------------------------------------------------------------------
+@doc(D.GRAD_VARIANCE)
 def grad_variance(
     X: Any, G: Any, *, convention: str = "Wx", bias: bool = False, ddof: int = 0,
     max_bytes: int | None = None,
 ) -> da.Array | tuple[da.Array, da.Array]:
-    """Lazy matderiv.grad_variance in one pass: each chunk's (count, mean, M2) ("Wx";
-    and those of db with bias), merged by Chan et al.'s update in a tree, then
-    M2 / (B - ddof) (B = 0 gives NaN, B <= ddof divides by 0 as np.var does)."""
     v.check_choice(convention, "convention", CONVENTIONS)
     bias = v.check_flag(bias, "bias")
     ddof = v.check_size(ddof, "ddof")
@@ -94,15 +92,11 @@ def _variances(ddof: int, convention: str, dtype: np.dtype, part: tuple[Any, ...
 
 
 # --- gradient dot products --------------------------------------------------------------------
+@doc(D.PER_SAMPLE_GRAD_DOTS)
 def per_sample_grad_dots(
     X: Any, G: Any, X2: Any = None, G2: Any = None, *, bias: bool = False, normalize: bool = False,
     max_bytes: int | None = None,
 ) -> da.Array:
-    """Lazy matderiv.per_sample_grad_dots: (B, B2) with X's chunks along rows and X2's
-    (or G2's; one chunk when both are numpy) along columns, one in-memory call per pair
-    of chunks.  X2, G2 None: K of X, G with itself, exactly symmetric (blocks above the
-    diagonal mirrored).  normalize=True: each chunk's inverse norms once, K_ij scaled by
-    their outer product (0 for a zero gradient)."""
     bias = v.check_flag(bias, "bias")
     normalize = v.check_flag(normalize, "normalize")
     v.both_or_neither(X2, G2)
@@ -146,12 +140,9 @@ def _dots_block(*chunks: np.ndarray, bias: bool, normalize: bool, max_bytes: int
 
 
 # --- K-FAC --------------------------------------------------------------------------------------
+@doc(D.KFAC_FACTORS)
 def kfac_factors(X: Any, G: Any, *, bias: bool = False, mode: str = "expand",
                  max_bytes: int | None = None) -> tuple[da.Array, da.Array]:
-    """Lazy matderiv.kfac_factors: each chunk's unnormalized sums (the in-memory factors
-    times their counts), summed by a tree reduction and divided by the counts of the
-    whole batch at the end; A and S exactly symmetric, one-chunk results.  max_bytes
-    is checked now against A and S, and bounds each task's allocation when computed."""
     bias = v.check_flag(bias, "bias")
     v.check_choice(mode, "mode", mem.KFAC_MODES)
     Xd, Gd, dtype = inputs(X, G)

@@ -20,6 +20,7 @@ from .. import _memory
 from .. import _validation as v
 from ._factor import Factor, Temp
 from ._operator import JacobianOperator
+from .._docs import doc, jacobian as DJ, jacobian_forms as D
 
 LAYOUTS = ("numerator", "denominator")
 ORDERS = ("F", "C")
@@ -29,13 +30,8 @@ DENSE_HINT = "Use the lazy Jacobian (jvp, vjp, aslinearoperator) or tosparse() i
 SPARSE_HINT = "Use the lazy Jacobian (jvp, vjp, aslinearoperator) instead."
 
 
+@doc(DJ.JACOBIAN)
 class Jacobian(ABC):
-    """Common interface of matderiv Jacobians of f with respect to W.
-
-    Subclasses provide the numerics; this class validates every argument and
-    allocates every output.
-    """
-
     dtype: np.dtype
     _samples: int  # S: B when batched, else 1
     _batched: bool
@@ -43,25 +39,28 @@ class Jacobian(ABC):
     # --- shapes ------------------------------------------------------------------
     @property
     @abstractmethod
+    @doc(D.F_SHAPE)
     def f_shape(self) -> tuple[int, ...]:
-        """Shape of f for one sample: (n,) for f = W @ x or x @ W, (n, k) for A @ W @ B."""
+        ...
 
     @property
     @abstractmethod
+    @doc(D.W_SHAPE)
     def W_shape(self) -> tuple[int, int]:
-        """Shape of W: (n, m) for f = W @ x, (m, n) for f = x @ W, (p, q) for A @ W @ B."""
+        ...
 
     @property
+    @doc(D.BATCH_SIZE)
     def batch_size(self) -> int | None:
-        """B for a batched Jacobian, None for a single sample."""
         return self._samples if self._batched else None
 
     @property
+    @doc(D.SHAPE)
     def shape(self) -> tuple[int, ...]:
-        """f.shape + W.shape, with a leading B when batched."""
         return self._lead + self.f_shape + self.W_shape
 
     @property
+    @doc(D.NDIM)
     def ndim(self) -> int:
         return len(self.shape)
 
@@ -82,6 +81,7 @@ class Jacobian(ABC):
         return self._lead + self.W_shape + self.f_shape
 
     # --- dense forms ---------------------------------------------------------------
+    @doc(D.TOARRAY)
     def toarray(
         self,
         layout: str = "numerator",
@@ -90,18 +90,13 @@ class Jacobian(ABC):
         max_bytes: int | None = None,
         n_threads: int | None = None,
     ) -> np.ndarray:
-        """The dense tensor.
-
-        layout="numerator": f.shape + W.shape, D[i, a, b] = df_i/dW_ab ((n, n, m) for Wx).
-        layout="denominator": W.shape + f.shape, E[a, b, i] = D[i, a, b] ((n, m, n) for Wx).
-        A batched Jacobian has a leading B axis.
-        """
         v.check_choice(layout, "layout", LAYOUTS)
         shape = self._tensor_shape(layout)
         out, zeroed = self._output(out, shape, "toarray", max_bytes)
         self._fill_tensor(out, layout, v.n_threads_value(n_threads), zeroed)
         return out
 
+    @doc(D.TOVEC)
     def tovec(
         self,
         order: str = "F",
@@ -110,16 +105,12 @@ class Jacobian(ABC):
         max_bytes: int | None = None,
         n_threads: int | None = None,
     ) -> np.ndarray:
-        """The dense matrix df/dvec(W), shape (n, n*m); batched: stacked, (B*n, n*m), row b*n + i.
-
-        order="F": column-major vec(W) and vec(f) (column a + n*b for Wx), x^T (x) I_n for Wx.
-        order="C": row-major vec(W) = W.ravel() (column a*m + b for Wx), I_n (x) x^T for Wx.
-        """
         v.check_choice(order, "order", ORDERS)
         out, zeroed = self._output(out, self._vec_shape(), "tovec", max_bytes)
         self._fill_vec(out, order, v.n_threads_value(n_threads), zeroed)
         return out
 
+    @doc(D.TOSPARSE)
     def tosparse(
         self,
         format: str = "csr",
@@ -128,10 +119,6 @@ class Jacobian(ABC):
         max_bytes: int | None = None,
         n_threads: int | None = None,
     ) -> sp.csr_array | sp.csc_array | sp.coo_array:
-        """tovec(order) as a canonical scipy sparse array (csr_array, csc_array or coo_array).
-
-        Index arrays are int32 when every index fits, int64 otherwise.
-        """
         v.check_choice(format, "format", FORMATS)
         v.check_choice(order, "order", ORDERS)
         return self._sparse(format, order, max_bytes, v.n_threads_value(n_threads))
@@ -166,17 +153,15 @@ class Jacobian(ABC):
         return np.empty(nnz, dtype=self.dtype), np.empty(nnz, dtype=idx), np.empty(ptr_len, dtype=idx)
 
     # --- products --------------------------------------------------------------------
+    @doc(D.JVP)
     def jvp(self, dW: ArrayLike) -> np.ndarray:
-        """Directional derivative along dW (W's shape): dW @ x for Wx, x @ dW for xW.
-
-        Returns f's shape, with a leading B when batched. No work of the size of tovec.
-        """
         arr = v.as_array(dW, "dW", 2)
         v.check_shape(arr, "dW", self.W_shape)
         dtype = np.result_type(self.dtype, v.common_dtype({"dW": arr}))
         res = self._jvp(v.contiguous(arr, dtype), dtype)  # (S, f_size)
         return res.reshape(self._lead + self.f_shape)
 
+    @doc(D.VJP)
     def vjp(
         self,
         v_: ArrayLike,
@@ -185,11 +170,6 @@ class Jacobian(ABC):
         max_bytes: int | None = None,
         n_threads: int | None = None,
     ) -> np.ndarray:
-        """Pull-back of v = dL/df: outer(v, x) (Wx) or outer(x, v) (xW), W's shape.
-
-        v has f's shape, or (B,) + f's shape when batched (then one gradient per sample,
-        (B,) + W.shape).
-        """
         arr = v.as_array(v_, "v", len(self._lead + self.f_shape))
         v.check_shape(arr, "v", self._lead + self.f_shape)
         dtype = np.result_type(self.dtype, v.common_dtype({"v": arr}))
@@ -203,18 +183,12 @@ class Jacobian(ABC):
         self._vjp(vs, out.reshape((self._samples,) + self.W_shape), v.n_threads_value(n_threads))
         return out
 
+    @doc(D.ASLINEAROPERATOR)
     def aslinearoperator(self, order: str = "F") -> LinearOperator:
-        """A scipy LinearOperator equal to tovec(order): matvec = jvp on vec(dW)."""
         return JacobianOperator(self, v.check_choice(order, "order", ORDERS))
 
+    @doc(D.LEFT)
     def left(self, M: Any) -> Jacobian:
-        """The Jacobian of M @ f (the chain rule through a later linear map M).
-
-        M: (r, n) array or scipy sparse matrix, n = f's length (f's rows when f is a
-        matrix); on a batched Jacobian also (B, r, n), one M_b per sample. Lazy: M is
-        copied, nothing of the size of tovec is built, and M is multiplied into the
-        Jacobian's factor (M @ A) only where the product holds no more entries than both.
-        """
         M_, m_dtype = v.check_left(M, self.f_shape, self.batch_size, self.shape)
         dtype = np.result_type(self.dtype, m_dtype)
         return self._left(Factor.matrix(M_, dtype), dtype)

@@ -15,6 +15,7 @@ from ._factor import Factor
 from ._kronecker import KroneckerJacobian, StructuredJacobian
 from ._operator import HStackOperator
 from ._total import TotalJacobian
+from .._docs import doc, jacobian as D
 
 
 def _structured(x: Any, n: Any, convention: str) -> StructuredJacobian:
@@ -26,6 +27,7 @@ def _structured(x: Any, n: Any, convention: str) -> StructuredJacobian:
     return StructuredJacobian(x2, n, convention, batched)
 
 
+@doc(D.JACOBIAN_WX)
 def jacobian_wx(
     x: ArrayLike,
     n: int,
@@ -33,14 +35,6 @@ def jacobian_wx(
     W: ArrayLike | None = None,
     dx_dW: ArrayLike | Jacobian | None = None,
 ) -> Jacobian:
-    """Jacobian of f(W) = W @ x with respect to W (n, m): D[i, a, b] = delta_ia * x_b.
-
-    x: (m,) or a batch (B, m); n: the number of rows of W.  Lazy: O(B*m) memory.
-    With W (n, m) and dx_dW (the (m, n, m) Jacobian of x = x(W), as an array or a
-    matderiv Jacobian), returns the total derivative delta_ia x_b + (W @ dx/dW)[i, a, b].
-    Inputs are copied (the Jacobian is taken at this point). Complex inputs are treated
-    as holomorphic: no conjugation.
-    """
     base = _structured(x, n, "Wx")
     if W is None and dx_dW is None:
         return base
@@ -51,39 +45,21 @@ def jacobian_wx(
     return TotalJacobian(base, v.owned(W_arr, dtype), dx)
 
 
+@doc(D.JACOBIAN_XW)
 def jacobian_xw(x: ArrayLike, n: int) -> StructuredJacobian:
-    """Jacobian of f(W) = x @ W with respect to W (m, n): T[j, a, b] = x_a * delta_jb.
-
-    x: (m,) or a batch (B, m); n: the number of columns of W. Tensor shape (n, m, n).
-    x is copied; complex x is treated as holomorphic (no conjugation).
-    """
     return _structured(x, n, "xW")
 
 
+@doc(D.JACOBIAN_AWB)
 def jacobian_awb(A: Any, B: Any, *, W_shape: tuple[int, int] | None = None) -> KroneckerJacobian:
-    """Jacobian of f(W) = A @ W @ B with respect to W (p, q): df_ij/dW_ab = A_ia B_bj.
-
-    A (n, p) and B (q, k): 2-D arrays, scipy sparse matrices or arrays, or None for an
-    identity (then W_shape = (p, q) gives its size). Tensor (n, k, p, q); tovec is
-    B^T (x) A (order "F") or A (x) B^T (order "C"); tosparse stores nnz(A)*nnz(B) entries
-    (an identity its diagonal, a dense array every entry). Lazy: A and B are copied,
-    identities are never built. Complex factors are holomorphic: no conjugation.
-    """
     A_, B_, (p, q), dtype = v.check_awb(A, B, W_shape)
     Af = Factor.eye(p) if A_ is None else Factor.matrix(A_, dtype)
     Bf = Factor.eye(q) if B_ is None else Factor.matrix(B_, dtype)
     return KroneckerJacobian(Af, Bf, 1, False, None, dtype)
 
 
+@doc(D.HSTACK_OPERATORS)
 def hstack_operators(blocks: Sequence[Any], *, order: str = "F") -> LinearOperator:
-    """The blocks side by side, [J_1, J_2, ...], as one LinearOperator.
-
-    The Jacobian of f with respect to several parameters (W1, b1, W2, ...) whose
-    operand is the concatenation of their vec forms: what a Gauss-Newton solver such as
-    scipy.optimize.least_squares(jac=...) takes. blocks: matderiv Jacobians (taken as
-    aslinearoperator(order)), LinearOperators, arrays or scipy sparse matrices, all with
-    the same number of rows. Nothing is materialized.
-    """
     v.check_choice(order, "order", ORDERS)
     ops: list[LinearOperator] = []
     for i, block in enumerate(v.check_blocks(blocks)):

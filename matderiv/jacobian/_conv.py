@@ -36,6 +36,7 @@ from ._base import DENSE_HINT, FORMATS, LAYOUTS, ORDERS, SPARSE_HINT, assemble, 
 from ._constructors import jacobian_awb
 from ._kronecker import KroneckerJacobian
 from ._operator import JacobianOperator
+from .._docs import conv_jacobian as D, conv_jacobian_forms as DF, doc
 
 
 def planar(g: v.ConvGeometry) -> v.ConvGeometry:
@@ -116,11 +117,12 @@ class ConvJacobian:
     batch_size = None
 
     @property
+    @doc(D.CONV_SHAPE)
     def shape(self) -> tuple[int, ...]:
-        """y.shape + W.shape (or + x.shape)."""
         return self.f_shape + self.wrt_shape
 
     @property
+    @doc(D.CONV_NDIM)
     def ndim(self) -> int:
         return len(self.shape)
 
@@ -144,22 +146,16 @@ class ConvJacobian:
         return np.empty(self.wrt_shape, dtype=vs.dtype)
 
 
+@doc(D.WEIGHT_CLASS)
 class ConvWeightJacobian(ConvJacobian):
-    """dy/dW of y = conv(W, x) for one sample x: dy[o, t]/dW[a, c, k] = delta_oa U[t, (c, k)].
-
-    Build it with jacobian_conv_weight. Stores the patches U (T, C K) twice, once with
-    rows and columns permuted for order "F"; every form comes from the Kronecker
-    Jacobian of I_O @ W2 @ U^T, as jacobian_awb gives it.
-    """
-
     def __init__(self, kc: KroneckerJacobian, kf: KroneckerJacobian, f_shape: tuple[int, ...], W_shape: tuple[int, ...]):
         self._kc, self._kf = kc, kf  # order "C" (and the tensors), order "F"
         self.f_shape, self.wrt_shape = f_shape, W_shape
         self.dtype = kc.dtype
 
     @property
+    @doc(D.W_SHAPE)
     def W_shape(self) -> tuple[int, ...]:
-        """(O, C, *kernel)."""
         return self.wrt_shape
 
     def __repr__(self) -> str:
@@ -168,9 +164,9 @@ class ConvWeightJacobian(ConvJacobian):
     def _kron(self, order: str) -> KroneckerJacobian:
         return self._kc if v.check_choice(order, "order", ORDERS) == "C" else self._kf
 
+    @doc(DF.WEIGHT_TOARRAY)
     def toarray(self, layout: str = "numerator", *, out: np.ndarray | None = None, max_bytes: int | None = None,
                 n_threads: int | None = None) -> np.ndarray:
-        """The dense tensor: y.shape + W.shape ("numerator") or W.shape + y.shape ("denominator")."""
         shape = self._tensor_shape(layout)
         kc = self._kc
         inner = kc.shape if layout == "numerator" else kc.W_shape + kc.f_shape
@@ -179,49 +175,43 @@ class ConvWeightJacobian(ConvJacobian):
         kc.toarray(layout, out=v.check_out(out, shape, self.dtype).reshape(inner), n_threads=n_threads)
         return out
 
+    @doc(DF.WEIGHT_TOVEC)
     def tovec(self, order: str = "F", *, out: np.ndarray | None = None, max_bytes: int | None = None,
               n_threads: int | None = None) -> np.ndarray:
-        """(y.size, W.size): rows and columns follow y.ravel(order) and W.ravel(order)."""
         return self._kron(order).tovec(order, out=out, max_bytes=max_bytes, n_threads=n_threads)
 
+    @doc(DF.WEIGHT_TOSPARSE)
     def tosparse(self, format: str = "csr", order: str = "F", *, max_bytes: int | None = None,
                  n_threads: int | None = None) -> Any:
-        """tovec(order) as a canonical scipy sparse array: O T C K entries (every entry of U,
-        the zeros of the padding included, as for any dense Kronecker factor)."""
         v.check_choice(format, "format", FORMATS)
         return self._kron(order).tosparse(format, order, max_bytes=max_bytes, n_threads=n_threads)
 
+    @doc(DF.WEIGHT_JVP)
     def jvp(self, dW: ArrayLike) -> np.ndarray:
-        """conv(dW, x): y's shape."""
         d = self._operand(dW, "dW", self.wrt_shape)
         return self._kc.jvp(d.reshape(self._kc.W_shape)).reshape(self.f_shape)
 
+    @doc(DF.WEIGHT_VJP)
     def vjp(self, v_: ArrayLike, *, out: np.ndarray | None = None, max_bytes: int | None = None,
             n_threads: int | None = None) -> np.ndarray:
-        """The pull-back of v = dL/dy (y's shape): dL/dW = v2 @ U, W's shape."""
         vs = self._operand(v_, "v", self.f_shape)
         out = self._vjp_output(vs, out, max_bytes)
         self._kc.vjp(vs.reshape(self._kc.f_shape), out=out.reshape(self._kc.W_shape), n_threads=n_threads)
         return out
 
+    @doc(DF.WEIGHT_ASLINEAROPERATOR)
     def aslinearoperator(self, order: str = "F") -> LinearOperator:
-        """A scipy LinearOperator equal to tovec(order), never materialized."""
         return self._kron(order).aslinearoperator(order)
 
+    @doc(DF.WEIGHT_LEFT)
     def left(self, M: Any) -> ConvWeightJacobian:
-        """The Jacobian of M @ y (M (r, O), dense or sparse, mixing y's channels): y (r, *out)."""
         M_, _ = v.check_left(M, self.f_shape, None, self.shape)
         kc, kf = self._kc.left(M_), self._kf.left(M_)
         return ConvWeightJacobian(kc, kf, kc.f_shape[:1] + self.f_shape[1:], self.wrt_shape)
 
 
+@doc(D.INPUT_CLASS)
 class ConvInputJacobian(ConvJacobian):
-    """dy/dx of y = conv(W, x): the block-Toeplitz matrix sum_k W_k (x) S_k, stored as W alone.
-
-    Build it with jacobian_conv_input. Its sparse forms hold exactly the structurally
-    nonzero entries (nnz: O C times the in-bounds (position, offset) pairs).
-    """
-
     def __init__(self, W: np.ndarray, x_shape: tuple[int, ...], g: v.ConvGeometry):
         self._W = W  # (O, C, *kernel), owned, read-only
         self._W.flags.writeable = False
@@ -237,18 +227,18 @@ class ConvInputJacobian(ConvJacobian):
         self._columns = {False: (H, Wd), True: (Ho, Wo)}  # the column space's spatial shape
 
     @property
+    @doc(D.X_SHAPE)
     def x_shape(self) -> tuple[int, ...]:
-        """(C, *S)."""
         return self.wrt_shape
 
     @property
+    @doc(D.W_PROPERTY)
     def W(self) -> np.ndarray:
-        """The stored weight (read-only)."""
         return self._W
 
     @property
+    @doc(D.NNZ)
     def nnz(self) -> int:
-        """Structurally nonzero entries: O C times the in-bounds pairs of both axes."""
         (_, idx_h, _), (_, idx_w, _) = self._axes[False]
         return self._W.shape[0] * self._W.shape[1] * len(idx_h) * len(idx_w)
 
@@ -278,9 +268,9 @@ class ConvInputJacobian(ConvJacobian):
             return np.zeros(shape, dtype=self.dtype), True
         return np.empty(shape, dtype=self.dtype), False
 
+    @doc(DF.INPUT_TOARRAY)
     def toarray(self, layout: str = "numerator", *, out: np.ndarray | None = None, max_bytes: int | None = None,
                 n_threads: int | None = None) -> np.ndarray:
-        """The dense tensor: y.shape + x.shape ("numerator") or x.shape + y.shape ("denominator")."""
         shape = self._tensor_shape(layout)
         transposed = layout == "denominator"
         out, zeroed = self._dense(out, shape, "toarray", max_bytes, transposed)
@@ -289,18 +279,17 @@ class ConvInputJacobian(ConvJacobian):
         self._fill(transposed, False, v.n_threads_value(n_threads), dense=dense, zeroed=zeroed)
         return out
 
+    @doc(DF.INPUT_TOVEC)
     def tovec(self, order: str = "F", *, out: np.ndarray | None = None, max_bytes: int | None = None,
               n_threads: int | None = None) -> np.ndarray:
-        """(y.size, x.size): rows and columns follow y.ravel(order) and x.ravel(order)."""
         v.check_choice(order, "order", ORDERS)
         out, zeroed = self._dense(out, self._vec_shape(), "tovec", max_bytes, False)
         self._fill(False, order == "F", v.n_threads_value(n_threads), dense=out, zeroed=zeroed)
         return out
 
+    @doc(DF.INPUT_TOSPARSE)
     def tosparse(self, format: str = "csr", order: str = "F", *, max_bytes: int | None = None,
                  n_threads: int | None = None) -> Any:
-        """tovec(order) as a canonical scipy sparse array with exactly the structurally nonzero
-        entries (those in the padding absent), sorted column indices, each written once."""
         v.check_choice(format, "format", FORMATS)
         v.check_choice(order, "order", ORDERS)
         rows, cols = self._vec_shape()
@@ -320,14 +309,14 @@ class ConvInputJacobian(ConvJacobian):
     def _planar_x(self, K: int) -> tuple[int, ...]:
         return (K, self.wrt_shape[0]) + self._g.spatial
 
+    @doc(DF.INPUT_JVP)
     def jvp(self, dx: ArrayLike) -> np.ndarray:
-        """conv(W, dx): y's shape."""
         d = self._operand(dx, "dx", self.wrt_shape)
         return correlate(d.reshape(self._planar_x(1)), self._W4.astype(d.dtype), self._g)[0].reshape(self.f_shape)
 
+    @doc(DF.INPUT_VJP)
     def vjp(self, v_: ArrayLike, *, out: np.ndarray | None = None, max_bytes: int | None = None,
             n_threads: int | None = None) -> np.ndarray:
-        """The pull-back of v = dL/dy (y's shape): the transposed convolution of v, x's shape."""
         vs = self._operand(v_, "v", self.f_shape)
         out = self._vjp_output(vs, out, max_bytes)
         v.n_threads_value(n_threads)  # checked; the products run in numpy's BLAS
@@ -346,12 +335,12 @@ class ConvInputJacobian(ConvJacobian):
         X = correlate_transpose(Vy, self._W4.astype(U.dtype), self._g)  # W is real: the adjoint is the transpose
         return _vec(X.reshape((K,) + self.wrt_shape), order)
 
+    @doc(DF.INPUT_ASLINEAROPERATOR)
     def aslinearoperator(self, order: str = "F") -> LinearOperator:
-        """A scipy LinearOperator equal to tovec(order): products are (transposed) convolutions."""
         return JacobianOperator(self, v.check_choice(order, "order", ORDERS))
 
+    @doc(DF.INPUT_LEFT)
     def left(self, M: Any) -> ConvInputJacobian:
-        """The Jacobian of M @ y (M (r, O), dense or sparse, real): the convolution by M @ W."""
         M_, m_dtype = v.check_left(M, self.f_shape, None, self.shape)
         v.target_dtype(m_dtype, "M", allow_complex=False)
         dtype = np.result_type(self.dtype, m_dtype)
@@ -359,13 +348,9 @@ class ConvInputJacobian(ConvJacobian):
         return ConvInputJacobian(v.owned(W2.reshape((M_.shape[0],) + self._W.shape[1:]), dtype), self.wrt_shape, self._geometry)
 
 
+@doc(D.JACOBIAN_CONV_WEIGHT)
 def jacobian_conv_weight(x: ArrayLike, out_channels: int, kernel_size: Any, *, stride: Any = 1, padding: Any = 0,
                          dilation: Any = 1) -> ConvWeightJacobian:
-    """dy/dW of y = conv(W, x) (torch.nn.functional.conv1d/conv2d, no bias) for one sample x
-    (C, L) or (C, H, W) and W (out_channels, C, *kernel_size): tensor y.shape + W.shape,
-    dy[o, t]/dW[a, c, k] = delta_oa U[t, (c, k)] with U the patches of x; tovec("C") is
-    I_O (x) U. Lazy: stores the patches. kernel_size, stride, padding, dilation: an int
-    or one per spatial axis."""
     arr = v.conv_input(x, batched=False)
     O = v.check_size(out_channels, "out_channels")
     g = v.conv_geometry(arr.shape[1:], kernel_size, stride, padding, dilation)
@@ -378,11 +363,9 @@ def jacobian_conv_weight(x: ArrayLike, out_channels: int, kernel_size: Any, *, s
     return ConvWeightJacobian(kc, kf, (O,) + g.out, (O, arr.shape[0]) + g.kernel)
 
 
+@doc(D.JACOBIAN_CONV_INPUT)
 def jacobian_conv_input(W: ArrayLike, input_shape: Any, *, stride: Any = 1, padding: Any = 0,
                         dilation: Any = 1) -> ConvInputJacobian:
-    """dy/dx of y = conv(W, x) for W (O, C, *kernel) and x of shape input_shape (C, L) or
-    (C, H, W): the sparse block-Toeplitz matrix sum_k W_k (x) S_k, tensor y.shape + x.shape.
-    Lazy: stores a copy of W. stride, padding, dilation: an int or one per spatial axis."""
     arr = v.conv_weight(W)
     x_shape = v.conv_input_shape(input_shape, arr.shape)
     g = v.conv_geometry(x_shape[1:], arr.shape[2:], stride, padding, dilation, kernel_name="W's kernel")

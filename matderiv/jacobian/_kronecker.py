@@ -26,15 +26,11 @@ from .. import _validation as v
 from .._kernels import _kron, _outer
 from ._base import SPARSE_HINT, Jacobian, assemble, assemble_coo
 from ._factor import Factor, FactorChain, Temp, compose
+from .._docs import doc, jacobian as D
 
 
+@doc(D.KRONECKER)
 class KroneckerJacobian(Jacobian):
-    """Jacobian of f_s = A_s @ W @ B_s with respect to W: df_ij/dW_ab = A_ia B_bj.
-
-    Stores A and B only (lazy). Build it with jacobian_awb, or as J.left(M) of any
-    Kronecker Jacobian (jacobian_wx and jacobian_xw are the special cases).
-    """
-
     def __init__(
         self, A: Factor | FactorChain, B: Factor | FactorChain, samples: int, batched: bool, squeeze: str | None,
         dtype: np.dtype,
@@ -170,13 +166,8 @@ class KroneckerJacobian(Jacobian):
         return KroneckerJacobian(A, B, self._samples, self._batched, self._squeeze, dtype)
 
 
+@doc(D.STRUCTURED)
 class StructuredJacobian(KroneckerJacobian):
-    """d(W @ x)/dW or d(x @ W)/dW, stored as x alone (lazy, O(B*m) memory).
-
-    Build it with jacobian_wx or jacobian_xw. The Kronecker factors are A = I, B = x
-    (Wx) and A = x, B = I (xW).
-    """
-
     n: int
     m: int
     convention: str  # "Wx" or "xW"
@@ -194,8 +185,8 @@ class StructuredJacobian(KroneckerJacobian):
         super().__init__(A, B, S, batched, squeeze, x.dtype)
 
     @property
+    @doc(D.X_PROPERTY)
     def x(self) -> np.ndarray:
-        """The stored x (read-only): (m,), or (B, m) when batched."""
         return self._x if self._batched else self._x[0]
 
     def __repr__(self) -> str:

@@ -11,18 +11,11 @@ from .. import _validation as v
 from ._base import Jacobian, assemble, assemble_coo
 from ._factor import Factor, Temp
 from ._kronecker import KroneckerJacobian, StructuredJacobian
+from .._docs import doc, jacobian as D
 
 
+@doc(D.TOTAL)
 class TotalJacobian(Jacobian):
-    """Total derivative of f(W) = W @ x(W) by the product rule:
-
-        D[i, a, b] = delta_ia * x_b + sum_j W[i, j] * dx_j/dW_ab        (n, n, m)
-
-    Stores x, W and dx/dW; products use jvp/vjp of both terms, dense forms are one
-    GEMM written straight into the output plus the structural entries of the first
-    term. J.left(M) is the same sum with M applied to both terms: M (x) ... and (M @ W) dx/dW.
-    """
-
     n: int  # W's shape (n, m); f has base.f_shape: (n,), or (r,) after left
     m: int
     convention = "Wx"

@@ -23,18 +23,13 @@ from .. import _batch, _moments
 from .. import _validation as v
 from .._kernels import _conv
 from .._memory import check_output_bytes
+from .._docs import conv as D, doc
 
 __all__ = ["Conv", "ConvBlocks", "conv_patches"]
 
 
+@doc(D.CONV)
 class Conv:
-    """The patches of a convolution's input x (B, C, L) or (B, C, H, W), channels first, for
-    kernel_size, stride, padding (zeros) and dilation (an int for every axis, or one per
-    axis), as PyTorch's conv1d/conv2d: out = floor((S + 2 p - d (k - 1) - 1) / s) + 1 per
-    axis.  Lazy: validated here, x stored as given (a numpy or a dask array chunked along
-    B), nothing unfolded.  Pass it as X to the batched functions with G = dL/dy of shape
-    (B, O, *out); their results have the weight's shape (O, C, *kernel)."""
-
     __slots__ = ("x", "geometry", "dtype")
 
     def __init__(self, x: Any, kernel_size: Any, *, stride: Any = 1, padding: Any = 0, dilation: Any = 1) -> None:
@@ -42,23 +37,37 @@ class Conv:
         self.geometry = v.conv_geometry(tuple(int(d) for d in self.x.shape[2:]), kernel_size, stride, padding, dilation)
         self.dtype = v.conv_dtype(self.x)  # of the patches: float32 or float64
 
-    batch = property(lambda self: int(self.x.shape[0]))
-    channels = property(lambda self: int(self.x.shape[1]))
-    positions = property(lambda self: self.geometry.positions)
-    features = property(lambda self: self.channels * self.geometry.window)
+    @property
+    @doc(D.BATCH)
+    def batch(self) -> int:
+        return int(self.x.shape[0])
 
     @property
+    @doc(D.CHANNELS)
+    def channels(self) -> int:
+        return int(self.x.shape[1])
+
+    @property
+    @doc(D.POSITIONS)
+    def positions(self) -> int:
+        return self.geometry.positions
+
+    @property
+    @doc(D.FEATURES)
+    def features(self) -> int:
+        return self.channels * self.geometry.window
+
+    @property
+    @doc(D.SHAPE)
     def shape(self) -> tuple[int, int, int]:
-        """The patches' shape (B, T, C K)."""
         return self.batch, self.positions, self.features
 
+    @doc(D.WEIGHT_SHAPE)
     def weight_shape(self, out_channels: int) -> tuple[int, ...]:
-        """(O, C, *kernel)."""
         return (out_channels, self.channels) + self.geometry.kernel
 
+    @doc(D.UNFOLD)
     def unfold(self, x: np.ndarray, lo: int, out: np.ndarray, threads: int) -> np.ndarray:
-        """The patches of samples lo, lo + 1, ... of x (this Conv's input as a C-contiguous
-        array of out's dtype) into out, (k, T, C K) C-contiguous; returns out."""
         g = self.geometry
         x4 = x if x.ndim == 4 else x[:, :, None, :]  # 1-D: one row of height 1
         oh, ow = _two_axes(g.out, 1)
@@ -77,18 +86,11 @@ def _two_axes(values: tuple[int, ...], fill: int) -> tuple[int, int]:
     return values if len(values) == 2 else (fill,) + values
 
 
+@doc(D.CONV_PATCHES)
 def conv_patches(
     x: Any, kernel_size: Any, *, stride: Any = 1, padding: Any = 0, dilation: Any = 1,
     max_bytes: int | None = None, n_threads: int | None = None,
 ) -> np.ndarray:
-    """U (B, T, C k1 k2) (1-D: (B, T, C k)) with U[b, oh OW + ow, (c k1 + i) k2 + j] =
-    x[b, c, oh s1 - p1 + i d1, ow s2 - p2 + j d2], zero in the padding (im2col).
-
-    x (B, C, L) or (B, C, H, W); kernel_size, stride, padding, dilation: an int or one per
-    axis.  float32 stays float32, float64 float64, float16 becomes float32, integers and
-    bools float64 (a dask x is computed first).  An OpenMP kernel on n_threads threads
-    writes every byte once.
-    max_bytes bounds the output (OutputTooLargeError before anything is allocated)."""
     X = Conv(x, kernel_size, stride=stride, padding=padding, dilation=dilation)
     threads = v.n_threads_value(n_threads)
     dtype, xs = X.dtype, X.x

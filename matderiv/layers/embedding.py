@@ -28,6 +28,7 @@ from .. import _validation as v
 from .._batch import REDUCTIONS
 from .._memory import check_output_bytes
 from ._lookup import Lookup, scatter
+from .._docs import doc, embedding as D
 
 __all__ = ["Embedding", "one_hot"]
 
@@ -35,9 +36,8 @@ __all__ = ["Embedding", "one_hot"]
 DASK_MODULE = "matderiv.dask.embedding"
 
 
+@doc(D.ONE_HOT)
 def one_hot(idx: ArrayLike, num_classes: int) -> sp.csr_array:
-    """The one-hot rows of 1-D integer idx (N,): a csr_array (N, V) of float64 ones at
-    (i, idx[i]), sorted, int32 indices where they fit (int64 otherwise)."""
     V = v.check_num_classes(num_classes, "num_classes")
     idx = v.check_indices(idx, V, "idx", (1,))
     N = idx.shape[0]
@@ -46,40 +46,22 @@ def one_hot(idx: ArrayLike, num_classes: int) -> sp.csr_array:
     return sp.csr_array((np.ones(N), idx.astype(itype), indptr), shape=(N, V))
 
 
+@doc(D.EMBEDDING)
 class Embedding:
-    """A lookup y[b, t] = E[idx[b, t]] into a table E (V, d), as the X of a batched
-    function: idx (B,) or (B, T) integers in [0, V) (numpy, or a dask array chunked along
-    B, checked chunk by chunk when computed); G = dL/dy of shape idx.shape + (d,).
-
-    Results, all in the table's shape (V, d) (float64 accumulation, G's dtype):
-      per_sample_grads      csr_array (B, V*d) (row-major vec of each g_b): only touched rows
-      batch_grad            sum_b g_b (reduce="mean": / B), a scatter-add of G's rows
-      per_sample_grad_norms ||g_b||^2 = sum_{t,s: idx[b,t] = idx[b,s]} G[b,t].G[b,s], O(B T d)
-      clip_and_sum          (sum_b min(1, c/||g_b||) g_b, norms)
-      sum_grad_squared      sum_b g_b * g_b
-      grad_variance         sum_b (g_b - mu)^2 / (B - ddof), centred: touched rows
-                            (g_b[v] - mu[v])^2 plus (B - n_v) mu[v]^2 for the n_v samples
-                            not touching row v
-      per_sample_grad_dots  <g_a, g'_b> with X2 another Embedding of the same V
-      kfac_factors          (A, S): A = diag(counts_v) / (B T) is diagonal for a lookup and
-                            is returned as its diagonal (V,); S = sum G G^T / B as for dense
-                            inputs.  mode="reduce" with T > 1 averages one-hot rows, whose
-                            A is not diagonal: a ValueError (for T = 1 it equals "expand").
-    """
-
     def __init__(self, idx: ArrayLike, num_embeddings: int) -> None:
         self.num_embeddings = v.check_num_classes(num_embeddings, "num_embeddings")
         self.idx = v.check_indices(idx, self.num_embeddings)
 
     @property
+    @doc(D.SHAPE)
     def shape(self) -> tuple[int, ...]:
         return tuple(self.idx.shape)
 
     def __repr__(self) -> str:
         return f"Embedding(idx of shape {v.shape_str(self.shape)}, num_embeddings={self.num_embeddings})"
 
+    @doc(D.LOOKUP)
     def lookup(self, G: Any, name: str = "G") -> Lookup:
-        """idx with G checked against it (nothing copied yet)."""
         return Lookup(self.idx, self.num_embeddings, G, name)
 
 
