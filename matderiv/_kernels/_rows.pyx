@@ -15,6 +15,8 @@ cdef extern from "_rowsums.h" nogil:
     double md_sumsq_f64(const double *a, Py_ssize_t K)
     double md_dot_f32(const float *a, const float *b, Py_ssize_t K)
     double md_dot_f64(const double *a, const double *b, Py_ssize_t K)
+    double md_gram_sq_f32(const float *a, const float *b, Py_ssize_t T, Py_ssize_t P, Py_ssize_t Q)
+    double md_gram_sq_f64(const double *a, const double *b, Py_ssize_t T, Py_ssize_t P, Py_ssize_t Q)
 
 
 cdef inline double _load(const floating *row, Py_ssize_t k) noexcept nogil:
@@ -109,11 +111,9 @@ def gram_sq(
 ):
     """||sum_t outer(a[s, t], b[s, t])||^2 by the Gram identity, in float64: the
     symmetric T x T double sum as its diagonal plus twice its upper triangle,
-    T (T + 1) / 2 (P + Q) multiply-adds per sample, no temporaries."""
-    cdef Py_ssize_t S = a.shape[0], T = a.shape[1], P = a.shape[2], Q = b.shape[2], s, t, u
-    cdef double diag, upper
-    cdef const floating *ar
-    cdef const floating *br
+    T (T + 1) / 2 (P + Q) multiply-adds per sample, no temporaries (md_gram_sq in
+    _rowsums.h: one call per sample, four pairs of rows at a time)."""
+    cdef Py_ssize_t S = a.shape[0], T = a.shape[1], P = a.shape[2], Q = b.shape[2], s
     if S == 0:
         return
     if T == 0:
@@ -127,15 +127,10 @@ def gram_sq(
         return
     cdef bint threaded = use_team(GRAM_SQ, S * T * (P + Q) * <Py_ssize_t>sizeof(floating), n_threads)
     for s in prange(S, schedule="static", nogil=True, num_threads=n_threads, use_threads_if=threaded):
-        ar = a0 + s * T * P
-        br = b0 + s * T * Q
-        diag = 0
-        upper = 0
-        for t in range(T):
-            diag = diag + _sumsq(ar + t * P, P) * _sumsq(br + t * Q, Q)
-            for u in range(t + 1, T):
-                upper = upper + _dot(ar + t * P, ar + u * P, P) * _dot(br + t * Q, br + u * Q, Q)
-        o[s] = diag + 2 * upper
+        if floating is float:
+            o[s] = md_gram_sq_f32(a0 + s * T * P, b0 + s * T * Q, T, P, Q)
+        else:
+            o[s] = md_gram_sq_f64(a0 + s * T * P, b0 + s * T * Q, T, P, Q)
 
 
 def outer_norms(
