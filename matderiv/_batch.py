@@ -85,18 +85,20 @@ def gemm(Xc: np.ndarray, Gc: np.ndarray, convention: str) -> np.ndarray:
 
 
 #: Rows staged for a GEMM (copied, scaled or squared into a reused buffer in front of it)
-#: come in blocks of about this many bytes per operand, cache-sized so that the GEMM reads
-#: them back from cache, not from memory, and of at least MIN_STAGE_ROWS rows, so that
-#: adding each block's product into the sum costs little beside the product.
+#: come in blocks of about this many bytes per operand and thread, cache-sized so that the
+#: GEMM reads them back from cache, not from memory (and each BLAS thread gets a block's
+#: worth of work), and of at least MIN_STAGE_ROWS rows, so that adding each block's product
+#: into the sum costs little beside the product.
 STAGE_BYTES = 1 << 20
 MIN_STAGE_ROWS = 256
 
 
-def stage_rows(row_bytes: int, rows_per_unit: int = 1) -> int:
+def stage_rows(row_bytes: int, rows_per_unit: int = 1, threads: int | None = None) -> int:
     """Units (rows, or samples of `rows_per_unit` rows) per staged block, for `row_bytes`
-    bytes of the widest operand's row."""
+    bytes of the widest operand's row, on `threads` threads (None: OpenMP's default)."""
+    threads = v.n_threads_value(None) if threads is None else threads
     unit_bytes = max(1, row_bytes * rows_per_unit)
-    return max(1, STAGE_BYTES // unit_bytes, -(-MIN_STAGE_ROWS // max(1, rows_per_unit)))
+    return max(1, STAGE_BYTES * max(1, threads) // unit_bytes, -(-MIN_STAGE_ROWS // max(1, rows_per_unit)))
 
 
 def staged_product(count: int, step: int, shape: tuple[int, int], dtype: np.dtype,

@@ -192,7 +192,7 @@ def _clip_staged(b: Batch, clip: float, bias: bool, convention: str, threads: in
     B, T, n, m, dtype = b.B, b.T, b.n, b.m, b.dtype
     scale_G = n <= m  # scale the narrower of the two
     a, other = (b.G, b.X) if scale_G else (b.X, b.G)
-    step = _batch.stage_rows(max(n, m) * dtype.itemsize, T)
+    step = _batch.stage_rows(max(n, m) * dtype.itemsize, T, threads)
     buf = np.empty((min(step, B),) + a.shape[1:], dtype)
     other_rows = _batch.stager(_batch.rows(other), step * T)
     norms, factor = (np.empty(B), np.empty(B)) if b.ndim == 2 else _gram_factors(b, clip, bias, threads)
