@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import importlib
+import time
 import warnings
 from collections.abc import Callable, Iterator
 from types import ModuleType
@@ -95,8 +96,6 @@ class Case:
         per_sample_loss(module(self.x), self.t).sum().backward()
         return module
 
-    def plain(self, repeat: int) -> float:
-        return best_time(self.fwd_bwd, repeat)
 
     def copy(self) -> torch.nn.Module:
         """A copy of the layer for a tool that hooks into it (the plain layer stays plain)."""
@@ -132,14 +131,25 @@ def backpack_run(case: Case, extension: str) -> Callable[[], torch.nn.Module] | 
     return run
 
 
-def extra(run: Callable[[], object], plain: float, repeat: int) -> float:
-    """A tool's time on top of the plain forward+backward."""
-    return best_time(run, repeat) - plain
+def extra(run: Callable[[], object], plain: Callable[[], object], repeat: int) -> float:
+    """A tool's time on top of the plain forward+backward, the two timed in alternation
+    (best of 2 * repeat each), so that a drift of the machine's speed (torch's float64
+    convolution varies by 20 % from call to call here) does not land on one side only."""
+    run(), plain()
+    best_run = best_plain = float("inf")
+    for _ in range(2 * repeat):
+        t0 = time.perf_counter()
+        plain()
+        t1 = time.perf_counter()
+        run()
+        t2 = time.perf_counter()
+        best_plain, best_run = min(best_plain, t1 - t0), min(best_run, t2 - t1)
+    return best_run - best_plain
 
 
 def sequence_rows(case: Case, shape: str, repeat: int) -> list[Row]:
     """Norms and dots of a sequence layer against vmap(grad) and BackPACK BatchL2Grad."""
-    X, G, plain = case.X, case.G, case.plain(repeat)
+    X, G, plain = case.X, case.G, case.fwd_bwd
     norms = gradients.per_sample_grad_norms(X, G, n_threads=1)
     agree("norms vs vmap(grad)", norms, vmap_grads(case).flatten(1).norm(dim=1))
     refs = {"vmap(grad) + norms - fwd+bwd": extra(lambda: vmap_grads(case).flatten(1).norm(dim=1), plain, repeat)}
@@ -212,7 +222,7 @@ def grad_sample_clip(case: Case, max_norm: float) -> Callable[[], list[torch.Ten
 
 
 def clip_refs(label: str, ours: list[np.ndarray], run: Callable[[], object] | None, dw: Callable[[], object],
-              plain: float, max_norm: float, repeat: int) -> dict[str, float]:
+              plain: Callable[[], object], max_norm: float, repeat: int) -> dict[str, float]:
     """Opacus's clipped-sum columns: its time over fwd+bwd, and with the dW it replaces.
     Its factor max_norm / (norm + 1e-6) is below min(1, max_norm / norm) by a relative
     1e-6 / norm < 1e-6 / max_norm for a clipped sample: the check allows twice that."""
@@ -233,14 +243,14 @@ def clip_row(case: Case, shape: str, repeat: int) -> Row:
     label = "Opacus ghost clip"
     if run is None:
         run, label = grad_sample_clip(case, max_norm), "Opacus GSM clip"
-    refs = clip_refs(label, ours, run, dw_gemm(case), case.plain(repeat), max_norm, repeat)
+    refs = clip_refs(label, ours, run, dw_gemm(case), case.fwd_bwd, max_norm, repeat)
     return Row(f"clip_and_sum {shape}",
                best_time(lambda: gradients.clip_and_sum(X, G, max_norm, n_threads=1), repeat), None, refs)
 
 
 def dense_2d_rows(case: Case, shape: str, repeat: int) -> list[Row]:
     """2-D grad_variance and norms against BackPACK Variance and BatchL2Grad (ddof 0, as BackPACK)."""
-    X, G, plain = case.X, case.G, case.plain(repeat)
+    X, G, plain = case.X, case.G, case.fwd_bwd
     ours = {"grad_variance": lambda: statistics.grad_variance(X, G, ddof=0),
             "per_sample_grad_norms": lambda: gradients.per_sample_grad_norms(X, G, n_threads=1)}
     rows = []
@@ -280,7 +290,7 @@ def conv_clip_row(rng: np.random.Generator, B: int, C: int, O: int, S: int, dtyp
     def dw() -> tuple[torch.Tensor, torch.Tensor]:
         return torch.nn.grad.conv2d_weight(case.x, w_shape, Gt, padding=1), Gt.sum((0, 2, 3))
 
-    refs = clip_refs("Opacus GSM clip", ours, grad_sample_clip(case, max_norm), dw, case.plain(repeat),
+    refs = clip_refs("Opacus GSM clip", ours, grad_sample_clip(case, max_norm), dw, case.fwd_bwd,
                      max_norm, repeat)
     ours_t = best_time(lambda: gradients.clip_and_sum(X, case.G, max_norm, bias=True, n_threads=1), repeat)
     return Row(f"clip_and_sum Conv B={B} C={C} {S}x{S} k=3 O={O} bias {np.dtype(dtype).name}", ours_t, None, refs)
