@@ -150,7 +150,7 @@ def test_outputs_are_counted_together_against_max_bytes():
 
 
 def test_dask_inputs_give_the_in_memory_results():
-    da = pytest.importorskip("dask.array")
+    da = pytest.importorskip("dask.array", reason="the dask extra is optional: pip install -e \".[dask]\" (the test extra includes it)")
     X, G = batch((50, 6, 4), np.float64, seed=3)
     want = md.batch_stats(X, G, ALL, max_norm=1.0, bias=True, ddof=1)
     got = md.batch_stats(da.from_array(X, chunks=(16, 6)), da.from_array(G, chunks=(16, 4)), ALL,

@@ -8,8 +8,8 @@ import pytest
 import matderiv as md
 from conftest import assert_close
 
-da = pytest.importorskip("dask.array")
-pytest.importorskip("threadpoolctl")
+da = pytest.importorskip("dask.array", reason="the dask extra is optional: pip install -e \".[dask]\" (the test extra includes it)")
+pytest.importorskip("threadpoolctl", reason="the dask extra is optional: pip install -e \".[dask]\" (the test extra includes it)")
 
 B, O = 9, 3
 GEOMETRY = {"kernel_size": (3, 2), "stride": (2, 1), "padding": 1, "dilation": (1, 2)}

@@ -16,9 +16,9 @@ from matderiv import gradients as mem
 
 from conftest import CONVENTIONS, assert_close
 
-da = pytest.importorskip("dask.array")
-dask = pytest.importorskip("dask")
-threadpoolctl = pytest.importorskip("threadpoolctl")
+da = pytest.importorskip("dask.array", reason="the dask extra is optional: pip install -e \".[dask]\" (the test extra includes it)")
+dask = pytest.importorskip("dask", reason="the dask extra is optional: pip install -e \".[dask]\" (the test extra includes it)")
+threadpoolctl = pytest.importorskip("threadpoolctl", reason="the dask extra is optional: pip install -e \".[dask]\" (the test extra includes it)")
 
 from matderiv import _dispatch
 from matderiv.dask import _graph  # noqa: E402
@@ -381,7 +381,7 @@ def cluster_client():
     """A LocalCluster of 2 single-threaded worker processes (spawned), started once for
     the test run (only this module uses it; it is gone before the next module runs);
     the thread variables its start sets in this process are restored."""
-    distributed = pytest.importorskip("distributed")
+    distributed = pytest.importorskip("distributed", reason="the dask extra is optional: pip install -e \".[dask]\" (the test extra includes it)")
     saved = dict(os.environ)
     cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0")
     os.environ.clear()  # the cluster's start set OMP_NUM_THREADS=1 and the like here too

@@ -290,8 +290,8 @@ DASK_CALLS = [
 @pytest.mark.parametrize("lazy", ["idx", "G", "both"])
 @pytest.mark.parametrize("name, args, kwargs", DASK_CALLS, ids=[c[0] for c in DASK_CALLS])
 def test_dask(name, args, kwargs, lazy):
-    dask = pytest.importorskip("dask")
-    da = pytest.importorskip("dask.array")
+    dask = pytest.importorskip("dask", reason="the dask extra is optional: pip install -e \".[dask]\" (the test extra includes it)")
+    da = pytest.importorskip("dask.array", reason="the dask extra is optional: pip install -e \".[dask]\" (the test extra includes it)")
     idx, V, G = _case("coincidences", np.float32)
     idx, G = np.concatenate([idx, idx[::-1] % 3]), np.concatenate([G, G[::-1] * 1e3])  # B = 12
     idx_d = da.from_array(idx, chunks=((5, 0, 4, 3), -1)) if lazy != "G" else idx
@@ -307,7 +307,7 @@ def test_dask(name, args, kwargs, lazy):
 
 
 def test_dask_two_batches_and_errors():
-    da = pytest.importorskip("dask.array")
+    da = pytest.importorskip("dask.array", reason="the dask extra is optional: pip install -e \".[dask]\" (the test extra includes it)")
     idx, V, G = _case("coincidences", np.float64)
     E, E2 = md.Embedding(da.from_array(idx, chunks=2), V), md.Embedding(da.from_array(idx[:4], chunks=3), V)
     K = md.per_sample_grad_dots(E, G, E2, G[:4]).compute()

@@ -37,7 +37,7 @@ def _read_only(a: np.ndarray) -> np.ndarray:
 def _calls() -> list:
     """(name, call) for every Jacobian form, gradient function and gradient statistic."""
     rng = np.random.default_rng(7)
-    B, T, n, m = 8, 4, 24, 32
+    B, T, n, m = 8, 6, 24, 32  # T = 6: the Gram kernel's four-pair blocks and their remainder
     x1 = _read_only(rng.standard_normal(m))
     xb = _read_only(rng.standard_normal((B, m)).astype(np.float32))
     xc = _read_only((rng.standard_normal((B, m)) + 1j * rng.standard_normal((B, m))).astype(np.complex128))
@@ -112,6 +112,9 @@ def _conv_calls(rng, B) -> list:
     geometry = dict(kernel_size=(3, 2), stride=(2, 1), padding=1, dilation=(1, 2))
     X = md.Conv(x, **geometry)
     calls = [(f"conv_patches n_threads={nt}", lambda nt=nt: md.conv_patches(x, **geometry, n_threads=nt)) for nt in (None, 2)]
+    # kernel rows contiguous (dilation 1): the interior patches' unchecked copy
+    calls += [(f"conv_patches interior n_threads={nt}", lambda nt=nt: md.conv_patches(x, 3, padding=1, n_threads=nt))
+              for nt in (None, 2)]
     return calls + [
         ("Conv per_sample_grads", lambda: md.per_sample_grads(X, G, bias=True, n_threads=2)),
         ("Conv per_sample_grad_norms", lambda: md.per_sample_grad_norms(X, G)),
