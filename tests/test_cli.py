@@ -299,3 +299,17 @@ def test_an_interrupted_bench_keeps_the_sections_it_finished(monkeypatch, tmp_pa
     with pytest.raises(KeyboardInterrupt):
         bench(True, io.StringIO(), json_path=str(path))
     assert [r["label"] for r in json.loads(path.read_text())["rows"]] == ["case one"]
+
+
+def test_alternating_timer_times_both_in_turn():
+    """best_times_alternating calls each function once to warm up, then in turn, and returns
+    the best time of each (here the second always sleeps longer)."""
+    import time
+
+    from matderiv._bench.timing import best_times_alternating
+
+    order = []
+    first, second = (lambda: order.append("a")), (lambda: (order.append("b"), time.sleep(0.002)))
+    fast, slow = best_times_alternating(first, second, 3)
+    assert order == ["a", "b"] * 4
+    assert 0 <= fast < slow and slow >= 0.002

@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import importlib
-import time
 import warnings
 from collections.abc import Callable, Iterator
 from types import ModuleType
@@ -31,7 +30,7 @@ from torch.func import grad, vmap
 
 from .. import gradients, statistics
 from ..layers import Conv, conv_patches
-from .timing import Row, best_time, floor_time
+from .timing import Row, best_time, best_times_alternating, floor_time
 
 F = torch.nn.functional
 RATIO = ("ratio = matderiv's call / the tool's cost over a plain forward+backward (below 1: matderiv "
@@ -133,18 +132,9 @@ def backpack_run(case: Case, extension: str) -> Callable[[], torch.nn.Module] | 
 
 def extra(run: Callable[[], object], plain: Callable[[], object], repeat: int) -> float:
     """A tool's time on top of the plain forward+backward, the two timed in alternation
-    (best of 2 * repeat each), so that a drift of the machine's speed (torch's float64
-    convolution varies by 20 % from call to call here) does not land on one side only."""
-    run(), plain()
-    best_run = best_plain = float("inf")
-    for _ in range(2 * repeat):
-        t0 = time.perf_counter()
-        plain()
-        t1 = time.perf_counter()
-        run()
-        t2 = time.perf_counter()
-        best_plain, best_run = min(best_plain, t1 - t0), min(best_run, t2 - t1)
-    return best_run - best_plain
+    (torch's float64 convolution varies by 20 % from call to call here)."""
+    plain_s, run_s = best_times_alternating(plain, run, 2 * repeat)
+    return run_s - plain_s
 
 
 def sequence_rows(case: Case, shape: str, repeat: int) -> list[Row]:

@@ -27,6 +27,26 @@ def best_time(fn: Callable[[], object], repeat: int) -> float:
     return best
 
 
+def best_times_alternating(first: Callable[[], object], second: Callable[[], object], repeat: int) -> tuple[float, float]:
+    """Best wall times in seconds of `first` and `second`, timed in turn `repeat` times
+    each (garbage collector paused), so that a drift of the machine's speed does not land
+    on one of them only."""
+    first(), second()
+    best = [float("inf"), float("inf")]
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        for _ in range(repeat):
+            for k, fn in enumerate((first, second)):
+                t0 = time.perf_counter()
+                fn()
+                best[k] = min(best[k], time.perf_counter() - t0)
+    finally:
+        if enabled:
+            gc.enable()
+    return best[0], best[1]
+
+
 def floor_time(nbytes: int | Sequence[int], repeat: int) -> float:
     """The floor for a memory-bound kernel: allocate each output
     array fresh (one per entry of nbytes, all alive at once, as an output's arrays are) as
